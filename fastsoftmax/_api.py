@@ -1,0 +1,359 @@
+"""The public kernels: validate once, lay out, allocate, pick a backend, call its raw kernel.
+
+Every rule about inputs is in :mod:`fastsoftmax._validation`; every backend implements only the
+raw kernels on the arrays prepared here (contract in :mod:`fastsoftmax.backends`). All
+validation happens before anything is written to a caller's array.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from fastsoftmax import _validation as check
+from fastsoftmax._config import kernel_module
+
+
+def _same_view(a: np.ndarray, b: np.ndarray) -> bool:
+    return (
+        a.__array_interface__["data"][0] == b.__array_interface__["data"][0]
+        and a.shape == b.shape
+        and a.strides == b.strides
+    )
+
+
+def _detached(source: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """``source``, copied if writing ``target`` could change it before it is read.
+
+    An input that *is* the output (same memory, shape and strides) is left alone: every kernel
+    reads an element before writing it, so exact in-place operation is safe.
+    """
+    if np.may_share_memory(source, target) and not _same_view(source, target):
+        return source.copy()
+    return source
+
+
+class _RowsOutput:
+    """An output laid out as (rows, k) C-contiguous rows, written back to ``out`` if needed.
+
+    With ``out=None`` the buffer is allocated with ``axis`` last and the result is its
+    ``moveaxis`` view (no copy). A caller's ``out`` is written directly when its rows are
+    C-contiguous, otherwise through a temporary copied in at the end.
+    """
+
+    def __init__(self, out, shape: tuple, dtype: np.dtype, axis: int, name: str):
+        moved_shape = shape[:axis] + shape[axis + 1 :] + (shape[axis],)
+        if out is None:
+            buffer = np.empty(moved_shape, dtype)
+            self.result = np.moveaxis(buffer, -1, axis)
+            self._write_back = None
+        else:
+            self.result = check.output_array(out, shape, dtype, name)
+            buffer = np.moveaxis(out, axis, -1)
+            self._write_back = None if buffer.flags.c_contiguous else buffer
+            if self._write_back is not None:
+                buffer = np.empty(moved_shape, dtype)
+        self.rows = buffer.reshape(-1, shape[axis]) if buffer.size else buffer
+
+    def finish(self) -> np.ndarray:
+        if self._write_back is not None:
+            self._write_back[...] = self.rows.reshape(self._write_back.shape)
+        return self.result
+
+
+def _rows(x: np.ndarray, axis: int) -> np.ndarray:
+    """``x`` with ``axis`` last, as a C-contiguous (rows, k) array (a view when possible)."""
+    moved = np.moveaxis(x, axis, -1)
+    return np.ascontiguousarray(moved).reshape(-1, moved.shape[-1])
+
+
+def _rowwise(kernel: str, x, axis, out, backend, n_threads) -> np.ndarray:
+    x = check.float_array(x, "x")
+    axis = check.axis_index(axis, x.ndim)
+    n_threads = check.n_threads_value(n_threads)
+    module, threads = kernel_module(kernel, backend, x.size, n_threads)
+    output = _RowsOutput(out, x.shape, x.dtype, axis, "out")
+    if x.size:
+        rows = _detached(_rows(x, axis), output.rows)
+        getattr(module, kernel)(rows, output.rows, threads)
+    return output.finish()
+
+
+def logsumexp(
+    x, axis: int = -1, *, keepdims: bool = False, backend: str | None = None,
+    n_threads: int | None = None,
+) -> np.ndarray:
+    """Log of the sum of exponentials along ``axis``, computed stably.
+
+    ``logsumexp(x) = m + log(sum(exp(x - m)))`` with ``m = max(x)``. A slice holding NaN gives
+    NaN; otherwise one holding +inf gives +inf, an all -inf slice gives -inf and an empty one
+    gives -inf.
+
+    Parameters
+    ----------
+    x : array_like
+        float32 or float64 (integers are converted to float64).
+    axis : int, default -1
+        The axis to reduce.
+    keepdims : bool, default False
+        Keep the reduced axis with length 1.
+    backend : str, optional
+        ``"numpy"``, ``"numba"``, ``"cython"`` or ``"auto"``; default: the current setting.
+    n_threads : int, optional
+        At most this many threads; default all available.
+
+    Returns
+    -------
+    numpy.ndarray
+        Same dtype as ``x``, the reduced shape.
+
+    Examples
+    --------
+    >>> import numpy as np, fastsoftmax
+    >>> fastsoftmax.logsumexp(np.array([[0.0, 0.0], [1000.0, 1000.0]]))
+    array([   0.69314718, 1000.69314718])
+    """
+    x = check.float_array(x, "x")
+    axis = check.axis_index(axis, x.ndim)
+    n_threads = check.n_threads_value(n_threads)
+    module, threads = kernel_module("logsumexp", backend, x.size, n_threads)
+    reduced_shape = x.shape[:axis] + x.shape[axis + 1 :]
+    result = np.full(reduced_shape, -np.inf, dtype=x.dtype)
+    if x.size:
+        module.logsumexp(_rows(x, axis), result.reshape(-1), threads)
+    return np.expand_dims(result, axis) if keepdims else result
+
+
+def softmax(
+    x, axis: int = -1, *, out: np.ndarray | None = None, backend: str | None = None,
+    n_threads: int | None = None,
+) -> np.ndarray:
+    """Softmax along ``axis``: ``exp(x - max) / sum(exp(x - max))``.
+
+    A slice holding NaN or +inf, or only -inf, gives all NaN; -inf entries of an otherwise
+    finite slice give 0; a single element gives 1.
+
+    Parameters
+    ----------
+    x : array_like
+        float32 or float64 (integers are converted to float64).
+    axis : int, default -1
+        The axis along which the probabilities sum to one.
+    out : numpy.ndarray, optional
+        Writeable array of ``x``'s shape and dtype to write into; may be ``x`` itself.
+    backend, n_threads
+        As for :func:`logsumexp`.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``out`` if given, else a new array of ``x``'s shape and dtype.
+
+    Examples
+    --------
+    >>> import numpy as np, fastsoftmax
+    >>> fastsoftmax.softmax(np.log(np.array([1.0, 3.0])))
+    array([0.25, 0.75])
+    """
+    return _rowwise("softmax", x, axis, out, backend, n_threads)
+
+
+def log_softmax(
+    x, axis: int = -1, *, out: np.ndarray | None = None, backend: str | None = None,
+    n_threads: int | None = None,
+) -> np.ndarray:
+    """Log of the softmax along ``axis``: ``(x - max) - log(sum(exp(x - max)))``, in that order.
+
+    Non-finite slices follow :func:`softmax`: NaN where softmax is NaN, -inf where it is 0.
+
+    Parameters
+    ----------
+    x, axis, out, backend, n_threads
+        As for :func:`softmax`.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``out`` if given, else a new array of ``x``'s shape and dtype.
+
+    Examples
+    --------
+    >>> import numpy as np, fastsoftmax
+    >>> fastsoftmax.log_softmax(np.array([1e30, 1e30]))
+    array([-0.69314718, -0.69314718])
+    """
+    return _rowwise("log_softmax", x, axis, out, backend, n_threads)
+
+
+def softmax_cross_entropy(
+    logits,
+    target,
+    *,
+    sample_weight=None,
+    label_smoothing: float = 0.0,
+    ignore_index: int | None = None,
+    reduction: str = "mean",
+    grad_out: np.ndarray | None = None,
+    backend: str | None = None,
+    n_threads: int | None = None,
+) -> tuple[np.floating | np.ndarray, np.ndarray]:
+    """Cross-entropy of ``softmax(logits)`` against ``target`` and its gradient, in one pass.
+
+    Row i with target distribution t (the one-hot label, or a probability row) mixed with the
+    uniform distribution, ``t = (1 - s) t + s / k``, has loss ``-w_i sum_j t_j log p_j`` and
+    gradient ``w_i (p sum_j t_j - t)`` with respect to its logits; zero target entries contribute
+    nothing (0 log 0 = 0). Rows whose label equals ``ignore_index`` have zero loss and gradient.
+
+    Parameters
+    ----------
+    logits : array_like, shape (n, k)
+        float32 or float64, k >= 1.
+    target : array_like, shape (n,) or (n, k)
+        Integer class labels in ``[0, k)`` (any integer dtype), or probabilities >= 0 (converted
+        to the dtype of ``logits``).
+    sample_weight : array_like, shape (n,), optional
+        Finite weights >= 0; default all 1.
+    label_smoothing : float in [0, 1], default 0
+    ignore_index : int, optional
+        Label marking rows to skip (integer labels only).
+    reduction : {"mean", "sum", "none"}, default "mean"
+        ``"mean"`` divides the weighted sum by the total weight of the non-ignored rows (NaN
+        when that is zero, as in PyTorch; the gradient is then zero); ``"none"`` returns
+        per-row losses.
+    grad_out : numpy.ndarray, optional
+        Writeable array of ``logits``'s shape and dtype for the gradient; may be ``logits``
+        itself to overwrite the logits with their gradient. Otherwise no input is modified.
+    backend, n_threads
+        As for :func:`logsumexp`.
+
+    Returns
+    -------
+    loss : numpy scalar or numpy.ndarray of shape (n,)
+        In the dtype of ``logits`` (accumulated in float64).
+    grad : numpy.ndarray, shape (n, k)
+        Gradient of the returned loss (of each row's loss for ``"none"``).
+
+    Examples
+    --------
+    >>> import numpy as np, fastsoftmax
+    >>> loss, grad = fastsoftmax.softmax_cross_entropy(np.zeros((1, 2)), np.array([0]))
+    >>> float(loss), grad
+    (0.6931471805599453, array([[-0.5,  0.5]]))
+    """
+    logits = check.logits_array(logits)
+    n_rows, n_classes = logits.shape
+    label_smoothing = check.real_number(label_smoothing, "label_smoothing", low=0, high=1)
+    ignore_index = check.ignore_index_value(ignore_index)
+    reduction = check.reduction_value(reduction)
+    n_threads = check.n_threads_value(n_threads)
+    target = np.asarray(target)
+    if target.ndim == 1:
+        labels = check.labels_array(target, n_rows, n_classes, ignore_index)
+        kept = labels >= 0
+    elif target.ndim == 2:
+        if ignore_index is not None:
+            raise ValueError("ignore_index applies to integer labels, not to a 2-D target")
+        soft_target = check.soft_target_array(target, logits.shape, logits.dtype)
+        kept = slice(None)
+    else:
+        raise ValueError(
+            f"target must be labels of shape ({n_rows},) or probabilities of shape "
+            f"{logits.shape}, got shape {target.shape}"
+        )
+    weights = check.sample_weight_array(sample_weight, n_rows)
+    module, threads = kernel_module("softmax_cross_entropy", backend, logits.size, n_threads)
+    grad = _RowsOutput(grad_out, logits.shape, logits.dtype, 1, "grad_out")
+
+    total_weight = float(np.sum(weights[kept]))
+    scale = 1.0
+    if reduction == "mean":
+        scale = 1.0 / total_weight if total_weight > 0 else 0.0
+    row_loss = np.zeros(n_rows)
+    if n_rows:
+        rows = _detached(np.ascontiguousarray(logits), grad.rows)
+        if target.ndim == 1:
+            module.cross_entropy_labels(
+                rows, labels, weights, scale, label_smoothing, row_loss, grad.rows, threads
+            )
+        else:
+            module.cross_entropy_soft(
+                rows, _detached(soft_target, grad.rows), weights, scale, label_smoothing,
+                row_loss, grad.rows, threads,
+            )
+    dtype = logits.dtype.type
+    if reduction == "none":
+        return row_loss.astype(logits.dtype), grad.finish()
+    total = float(np.sum(row_loss))
+    if reduction == "mean":
+        total = total / total_weight if total_weight > 0 else float("nan")
+    return dtype(total), grad.finish()
+
+
+def sgd_update(
+    param: np.ndarray,
+    grad,
+    *,
+    lr: float,
+    momentum: float = 0.0,
+    velocity: np.ndarray | None = None,
+    weight_decay: float = 0.0,
+    nesterov: bool = False,
+    backend: str | None = None,
+    n_threads: int | None = None,
+) -> None:
+    """One SGD step on ``param`` in place, as ``torch.optim.SGD`` with dampening 0.
+
+    ``g = grad + weight_decay * param``; with momentum ``v = momentum * v + g`` (in ``velocity``,
+    in place) and ``step = g + momentum * v`` if ``nesterov`` else ``v``; without momentum
+    ``step = g``. Then ``param -= lr * step``. Arithmetic is in ``param``'s dtype.
+
+    Parameters
+    ----------
+    param : numpy.ndarray
+        float32 or float64, writeable, any shape and layout; updated in place.
+    grad : array_like
+        Same shape and dtype as ``param``.
+    lr : float > 0
+    momentum : float in [0, 1), default 0
+    velocity : numpy.ndarray, optional
+        Momentum buffer, same shape and dtype as ``param``, updated in place; required when
+        ``momentum > 0`` (start from zeros), left untouched when ``momentum == 0``.
+    weight_decay : float >= 0, default 0
+    nesterov : bool, default False
+        Needs ``momentum > 0``.
+    backend, n_threads
+        As for :func:`logsumexp`.
+
+    Examples
+    --------
+    >>> import numpy as np, fastsoftmax
+    >>> w = np.array([1.0, 2.0]); v = np.zeros_like(w)
+    >>> fastsoftmax.sgd_update(w, np.array([1.0, 1.0]), lr=0.5, momentum=0.9, velocity=v)
+    >>> w, v
+    (array([0.5, 1.5]), array([1., 1.]))
+    """
+    lr = check.real_number(lr, "lr", low=0, low_open=True)
+    momentum = check.real_number(momentum, "momentum", low=0, high=1, high_open=True)
+    weight_decay = check.real_number(weight_decay, "weight_decay", low=0)
+    grad, velocity = check.sgd_arrays(param, grad, velocity, momentum, nesterov)
+    n_threads = check.n_threads_value(n_threads)
+    module, threads = kernel_module("sgd_update", backend, param.size, n_threads)
+    if param.size == 0:
+        return
+    # Flatten in param's own memory order so that flat index i is the same element everywhere.
+    order = "F" if param.flags.f_contiguous and not param.flags.c_contiguous else "C"
+    flat_param = param.ravel(order)
+    written = [(flat_param, param)]
+    if velocity is None:
+        flat_grad = _detached(grad.ravel(order), flat_param)
+        module.sgd(flat_param, flat_grad, lr, weight_decay, threads)
+    else:
+        flat_velocity = velocity.ravel(order)
+        written.append((flat_velocity, velocity))
+        flat_grad = _detached(_detached(grad.ravel(order), flat_param), flat_velocity)
+        module.sgd_momentum(
+            flat_param, flat_grad, flat_velocity, lr, momentum, weight_decay, bool(nesterov),
+            threads,
+        )
+    for flat, array in written:
+        if not np.may_share_memory(flat, array):  # ravel had to copy: write the result back
+            array[...] = flat.reshape(array.shape, order=order)

@@ -1,0 +1,122 @@
+"""Which backend a call runs on: argument > ``use_backend`` > ``set_backend`` > env var > auto."""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import logging
+import os
+from collections.abc import Iterator
+
+from fastsoftmax import backends
+
+ENV_VAR = "FASTSOFTMAX_BACKEND"
+
+# "auto" tries these in order and takes the first one built on this machine. Measured with
+# `python -m fastsoftmax info`: the compiled backends beat the reference on every kernel and
+# shape, and Cython needs no JIT compilation on first use.
+AUTO_ORDER = ("cython", "numba", "numpy")
+
+_log = logging.getLogger("fastsoftmax")
+_global_choice: str | None = None
+_context_choice: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "fastsoftmax_backend", default=None
+)
+
+
+def _check_name(name, source: str) -> str:
+    if not isinstance(name, str):
+        raise TypeError(f"{source} must be a backend name (str), got {type(name).__name__}")
+    if name != "auto":
+        try:
+            backends.load(name)
+        except ValueError as exc:
+            raise ValueError(f"{source}={name!r}: {exc}") from None
+    return name
+
+
+def set_backend(name: str) -> None:
+    """Choose the backend for every later call in this process (``"auto"`` restores the default).
+
+    Parameters
+    ----------
+    name : str
+        ``"auto"`` or one of :func:`fastsoftmax.available_backends`.
+
+    Examples
+    --------
+    >>> import fastsoftmax
+    >>> fastsoftmax.set_backend("numpy")
+    >>> fastsoftmax.get_backend()
+    'numpy'
+    >>> fastsoftmax.set_backend("auto")
+    """
+    global _global_choice
+    _global_choice = _check_name(name, "backend")
+
+
+@contextlib.contextmanager
+def use_backend(name: str) -> Iterator[None]:
+    """Run the calls inside the ``with`` block on backend ``name`` (thread- and task-local).
+
+    Examples
+    --------
+    >>> import numpy as np, fastsoftmax
+    >>> with fastsoftmax.use_backend("numpy"):
+    ...     fastsoftmax.softmax(np.zeros(2))
+    array([0.5, 0.5])
+    """
+    token = _context_choice.set(_check_name(name, "backend"))
+    try:
+        yield
+    finally:
+        _context_choice.reset(token)
+
+
+def get_backend() -> str:
+    """The backend setting in force here: a name, or ``"auto"``."""
+    for choice in (_context_choice.get(), _global_choice):
+        if choice is not None:
+            return choice
+    env = os.environ.get(ENV_VAR, "").strip()
+    return _check_name(env, ENV_VAR) if env else "auto"
+
+
+def resolve_backend(backend: str | None = None) -> str:
+    """The name of the backend a call with ``backend=backend`` runs on now.
+
+    ``"auto"`` resolves to the first backend of :data:`AUTO_ORDER` built on this machine. Every
+    call also logs the backend it ran on at DEBUG level on the ``"fastsoftmax"`` logger.
+
+    Examples
+    --------
+    >>> import fastsoftmax
+    >>> fastsoftmax.resolve_backend("numpy")
+    'numpy'
+    >>> fastsoftmax.resolve_backend() in fastsoftmax.available_backends()
+    True
+    """
+    name = get_backend() if backend is None else _check_name(backend, "backend")
+    if name == "auto":
+        return next(n for n in AUTO_ORDER if backends.is_available(n))
+    return name
+
+
+def kernel_module(kernel: str, backend: str | None, work: int, n_threads: int | None):
+    """The backend module to run ``kernel`` on and the thread count to give it.
+
+    Small problems run on one thread: on two cores, starting a parallel region costs more
+    than it saves below about 2**15 elements (see TECHNIQUES.md, "Threads").
+    """
+    name = resolve_backend(backend)
+    module = backends.load(name)
+    cap = module.max_threads()
+    threads = cap if n_threads is None else min(n_threads, cap)
+    if work < PARALLEL_MIN_WORK:
+        threads = 1
+    if _log.isEnabledFor(logging.DEBUG):
+        _log.debug("%s runs on backend %r with %d thread(s)", kernel, name, threads)
+    return module, threads
+
+
+PARALLEL_MIN_WORK = 1 << 15

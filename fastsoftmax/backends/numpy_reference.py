@@ -1,0 +1,91 @@
+"""NumPy reference kernels: the specification every other backend must reproduce.
+
+Design
+------
+* Inputs are validated by ``fastsoftmax._api``: 2-D C-contiguous float32/float64 arrays with at
+  least one row and one column, outputs preallocated with the same dtype, labels already mapped to
+  int64 with ``-1`` for an ignored row, weights float64.
+* This module is written to be read, not to be fast: each function is the textbook formula.
+  Never optimise it; ``n_threads`` is accepted for the shared contract and ignored.
+* A row whose maximum is not finite (NaN, +inf, or all -inf) is not shifted, so NaN and inf
+  propagate as the maths says; logsumexp then returns that maximum (NaN, +inf or -inf).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def max_threads() -> int:
+    return 1
+
+
+def _row_max(x):
+    return np.max(x, axis=1, keepdims=True)
+
+
+def logsumexp(x, out, n_threads):
+    m = _row_max(x)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        lse = m + np.log(np.sum(np.exp(x - m), axis=1, keepdims=True))
+    out[:] = np.where(np.isfinite(m), lse, m)[:, 0]
+
+
+def softmax(x, out, n_threads):
+    with np.errstate(invalid="ignore"):
+        e = np.exp(x - _row_max(x))
+        out[:] = e / np.sum(e, axis=1, keepdims=True)
+
+
+def log_softmax(x, out, n_threads):
+    with np.errstate(invalid="ignore", divide="ignore"):
+        shifted = x - _row_max(x)
+        out[:] = shifted - np.log(np.sum(np.exp(shifted), axis=1, keepdims=True))
+
+
+def cross_entropy_labels(
+    logits, labels, weights, scale, label_smoothing, loss_out, grad_out, n_threads
+):
+    one_hot = np.zeros_like(logits)
+    kept = labels >= 0
+    one_hot[np.flatnonzero(kept), labels[kept]] = 1
+    _cross_entropy(logits, one_hot, kept, weights, scale, label_smoothing, loss_out, grad_out)
+
+
+def cross_entropy_soft(
+    logits, target, weights, scale, label_smoothing, loss_out, grad_out, n_threads
+):
+    kept = np.ones(len(logits), dtype=bool)
+    _cross_entropy(logits, target, kept, weights, scale, label_smoothing, loss_out, grad_out)
+
+
+def _cross_entropy(logits, target, kept, weights, scale, label_smoothing, loss_out, grad_out):
+    """loss_i = -w_i sum_j t_ij log p_ij, grad_i = scale w_i (p_i sum_j t_ij - t_i).
+
+    The target is mixed with the uniform distribution first; a zero target entry contributes
+    nothing to the loss (0 log 0 = 0), and ignored rows (``kept`` False) have zero loss and gradient.
+    """
+    n_classes = logits.shape[1]
+    t = (1 - label_smoothing) * target + label_smoothing / n_classes
+    log_p = np.empty_like(logits)
+    log_softmax(logits, log_p, 1)
+    with np.errstate(invalid="ignore"):
+        row_loss = -np.sum(np.where(t != 0, t * log_p, 0), axis=1)
+        row_grad = np.exp(log_p) * np.sum(t, axis=1, keepdims=True) - t
+    loss_out[:] = np.where(kept, weights * row_loss, 0)
+    grad_out[:] = np.where(kept[:, None], (scale * weights)[:, None] * row_grad, 0)
+
+
+def sgd(param, grad, lr, weight_decay, n_threads):
+    dtype = param.dtype.type
+    g = grad + dtype(weight_decay) * param
+    param -= dtype(lr) * g
+
+
+def sgd_momentum(param, grad, velocity, lr, momentum, weight_decay, nesterov, n_threads):
+    dtype = param.dtype.type
+    g = grad + dtype(weight_decay) * param
+    velocity *= dtype(momentum)
+    velocity += g
+    step = g + dtype(momentum) * velocity if nesterov else velocity
+    param -= dtype(lr) * step
