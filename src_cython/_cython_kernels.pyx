@@ -1,0 +1,243 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+# cython: initializedcheck=False, embedsignature=True
+"""Cython kernels: OpenMP ``prange`` over rows, vectorised row passes from ``rowops.h``.
+
+Design
+------
+* Layout: the front layer (``fastsoftmax._api``) hands over 2-D C-contiguous rows (n >= 1,
+  k >= 1) and 1-D contiguous SGD vectors; nothing here checks inputs. Inputs are ``const``
+  memoryviews, so read-only and memory-mapped arrays work.
+* Threads: rows are split statically over ``n_threads`` threads; each row is a few vectorised
+  passes (max, exp-and-sum, scale) in ``rowops.h``, with its row in L1.
+* Precision: sums accumulate in double, the rest in the array's dtype; never -ffast-math.
+* The row logic mirrors ``numba_kernels.py`` function by function, so the two compile
+  strategies can be compared line by line.
+"""
+
+from cython cimport floating
+from cython.parallel cimport prange
+from libc.math cimport NAN, isfinite, log
+from libc.stdint cimport int64_t
+from libc.string cimport memset
+
+
+cdef extern from "rowops.h" nogil:
+    int fs_openmp_enabled()
+    int fs_max_threads()
+    int FS_LIBMVEC
+    const char *fs_build_flags
+    double fs_row_max_f64(const double *x, Py_ssize_t k)
+    float fs_row_max_f32(const float *x, Py_ssize_t k)
+    double fs_exp_sum_store_f64(const double *x, double m, double *out, Py_ssize_t k)
+    double fs_exp_sum_store_f32(const float *x, float m, float *out, Py_ssize_t k)
+    double fs_exp_sum_f64(const double *x, double m, Py_ssize_t k)
+    double fs_exp_sum_f32(const float *x, float m, Py_ssize_t k)
+    double fs_shifted_sum_f64(const double *x, double m, Py_ssize_t k)
+    double fs_shifted_sum_f32(const float *x, float m, Py_ssize_t k)
+    void fs_target_sums_f64(const double *x, const double *t, double m, Py_ssize_t k,
+                            double *mass, double *dot)
+    void fs_target_sums_f32(const float *x, const float *t, float m, Py_ssize_t k,
+                            double *mass, double *dot)
+    void fs_scale_f64(double *out, double c, Py_ssize_t k)
+    void fs_scale_f32(float *out, float c, Py_ssize_t k)
+    void fs_shift_f64(const double *x, double m, double log_sum, double *out, Py_ssize_t k)
+    void fs_shift_f32(const float *x, float m, float log_sum, float *out, Py_ssize_t k)
+    void fs_grad_f64(double *g, double a, double b, const double *t, double c, Py_ssize_t k)
+    void fs_grad_f32(float *g, float a, float b, const float *t, float c, Py_ssize_t k)
+    int fs_any_nan_f64(const double *x, Py_ssize_t k)
+    int fs_any_nan_f32(const float *x, Py_ssize_t k)
+
+
+def build_info():
+    """How this extension was compiled: compiler flags, OpenMP and libmvec (vector exp)."""
+    return {
+        "flags": fs_build_flags.decode(),
+        "openmp": bool(fs_openmp_enabled()),
+        "libmvec": bool(FS_LIBMVEC),
+    }
+
+
+def max_threads():
+    return fs_max_threads()
+
+
+# -- typed dispatch to the row passes (one place for the float/double split) -----------------
+
+cdef inline floating row_max(const floating *x, Py_ssize_t k) noexcept nogil:
+    if floating is double:
+        return fs_row_max_f64(x, k)
+    else:
+        return fs_row_max_f32(x, k)
+
+
+cdef inline double exp_sum(const floating *x, floating m, floating *out,
+                           Py_ssize_t k) noexcept nogil:
+    """sum_j exp(x[j] - m); stores the terms in ``out`` unless it is NULL."""
+    if floating is double:
+        if out == NULL:
+            return fs_exp_sum_f64(x, m, k)
+        return fs_exp_sum_store_f64(x, m, out, k)
+    else:
+        if out == NULL:
+            return fs_exp_sum_f32(x, m, k)
+        return fs_exp_sum_store_f32(x, m, out, k)
+
+
+cdef inline double shifted_sum(const floating *x, floating m, Py_ssize_t k) noexcept nogil:
+    if floating is double:
+        return fs_shifted_sum_f64(x, m, k)
+    else:
+        return fs_shifted_sum_f32(x, m, k)
+
+
+cdef inline void target_sums(const floating *x, const floating *t, floating m, Py_ssize_t k,
+                             double *mass, double *dot) noexcept nogil:
+    if floating is double:
+        fs_target_sums_f64(x, t, m, k, mass, dot)
+    else:
+        fs_target_sums_f32(x, t, m, k, mass, dot)
+
+
+cdef inline void scale(floating *out, floating c, Py_ssize_t k) noexcept nogil:
+    if floating is double:
+        fs_scale_f64(out, c, k)
+    else:
+        fs_scale_f32(out, c, k)
+
+
+cdef inline void shift(const floating *x, floating m, floating log_sum, floating *out,
+                       Py_ssize_t k) noexcept nogil:
+    if floating is double:
+        fs_shift_f64(x, m, log_sum, out, k)
+    else:
+        fs_shift_f32(x, m, log_sum, out, k)
+
+
+cdef inline void grad_pass(floating *g, floating a, floating b, const floating *t,
+                           floating c, Py_ssize_t k) noexcept nogil:
+    if floating is double:
+        fs_grad_f64(g, a, b, t, c, k)
+    else:
+        fs_grad_f32(g, a, b, t, c, k)
+
+
+cdef inline double lse_of_nonfinite_max(const floating *x, floating m,
+                                        Py_ssize_t k) noexcept nogil:
+    cdef bint has_nan
+    if floating is double:
+        has_nan = fs_any_nan_f64(x, k)
+    else:
+        has_nan = fs_any_nan_f32(x, k)
+    return NAN if has_nan else m
+
+
+# -- raw kernels (contract: fastsoftmax.backends) ---------------------------------------------
+
+def logsumexp(const floating[:, ::1] x, floating[::1] out, int n_threads):
+    cdef Py_ssize_t i, n = x.shape[0], k = x.shape[1]
+    cdef floating m
+    for i in prange(n, nogil=True, schedule="static", num_threads=n_threads):
+        m = row_max(&x[i, 0], k)
+        if isfinite(m):
+            out[i] = <floating>(m + log(exp_sum(&x[i, 0], m, <floating *>NULL, k)))
+        else:
+            out[i] = <floating>lse_of_nonfinite_max(&x[i, 0], m, k)
+
+
+def softmax(const floating[:, ::1] x, floating[:, ::1] out, int n_threads):
+    cdef Py_ssize_t i, n = x.shape[0], k = x.shape[1]
+    cdef floating m
+    for i in prange(n, nogil=True, schedule="static", num_threads=n_threads):
+        m = row_max(&x[i, 0], k)
+        scale(&out[i, 0], <floating>(1.0 / exp_sum(&x[i, 0], m, &out[i, 0], k)), k)
+
+
+def log_softmax(const floating[:, ::1] x, floating[:, ::1] out, int n_threads):
+    cdef Py_ssize_t i, n = x.shape[0], k = x.shape[1]
+    cdef floating m
+    for i in prange(n, nogil=True, schedule="static", num_threads=n_threads):
+        m = row_max(&x[i, 0], k)
+        shift(&x[i, 0], m, <floating>log(exp_sum(&x[i, 0], m, <floating *>NULL, k)),
+              &out[i, 0], k)
+
+
+def cross_entropy_labels(
+    const floating[:, ::1] logits, const int64_t[::1] labels, const double[::1] weights,
+    double scale, double label_smoothing, double[::1] loss_out, floating[:, ::1] grad_out,
+    int n_threads,
+):
+    cdef Py_ssize_t i, n = logits.shape[0], k = logits.shape[1]
+    cdef int64_t label
+    cdef floating m
+    cdef double true_shift, smooth_shift, s, c
+    cdef double eps = label_smoothing / k
+    for i in prange(n, nogil=True, schedule="static", num_threads=n_threads):
+        label = labels[i]
+        if label < 0:
+            memset(&grad_out[i, 0], 0, k * sizeof(floating))
+            loss_out[i] = 0.0
+        else:
+            m = row_max(&logits[i, 0], k)
+            # Read what the loss needs before the gradient overwrites the row (in place).
+            true_shift = <double>logits[i, label] - m
+            smooth_shift = 0.0
+            if label_smoothing != 0:
+                smooth_shift = shifted_sum(&logits[i, 0], m, k)
+            s = exp_sum(&logits[i, 0], m, &grad_out[i, 0], k)
+            c = scale * weights[i]
+            grad_pass(&grad_out[i, 0], <floating>(c / s), <floating>(c * eps),
+                      <floating *>NULL, 0, k)
+            grad_out[i, label] -= <floating>(c * (1.0 - label_smoothing))
+            loss_out[i] = weights[i] * (
+                log(s) - (1.0 - label_smoothing) * true_shift - eps * smooth_shift
+            )
+
+
+def cross_entropy_soft(
+    const floating[:, ::1] logits, const floating[:, ::1] target, const double[::1] weights,
+    double scale, double label_smoothing, double[::1] loss_out, floating[:, ::1] grad_out,
+    int n_threads,
+):
+    cdef Py_ssize_t i, n = logits.shape[0], k = logits.shape[1]
+    cdef floating m
+    cdef double mass, dot, smooth_shift, s, c
+    cdef double eps = label_smoothing / k
+    cdef double keep = 1.0 - label_smoothing
+    for i in prange(n, nogil=True, schedule="static", num_threads=n_threads):
+        mass = 0.0  # assigned in the loop body so that prange makes it thread-private
+        dot = 0.0
+        m = row_max(&logits[i, 0], k)
+        target_sums(&logits[i, 0], &target[i, 0], m, k, &mass, &dot)
+        smooth_shift = 0.0
+        if label_smoothing != 0:
+            smooth_shift = shifted_sum(&logits[i, 0], m, k)
+        s = exp_sum(&logits[i, 0], m, &grad_out[i, 0], k)
+        mass = keep * mass + label_smoothing
+        c = scale * weights[i]
+        grad_pass(&grad_out[i, 0], <floating>(c * mass / s), <floating>(c * eps),
+                  &target[i, 0], <floating>(c * keep), k)
+        loss_out[i] = weights[i] * (mass * log(s) - keep * dot - eps * smooth_shift)
+
+
+def sgd(floating[::1] param, const floating[::1] grad, double lr, double weight_decay,
+        int n_threads):
+    cdef Py_ssize_t i
+    cdef floating lr_ = <floating>lr, wd = <floating>weight_decay
+    for i in prange(param.shape[0], nogil=True, schedule="static", num_threads=n_threads):
+        param[i] -= lr_ * (grad[i] + wd * param[i])
+
+
+def sgd_momentum(floating[::1] param, const floating[::1] grad, floating[::1] velocity,
+                 double lr, double momentum, double weight_decay, bint nesterov,
+                 int n_threads):
+    cdef Py_ssize_t i
+    cdef floating lr_ = <floating>lr, mu = <floating>momentum, wd = <floating>weight_decay
+    cdef floating g, v
+    for i in prange(param.shape[0], nogil=True, schedule="static", num_threads=n_threads):
+        g = grad[i] + wd * param[i]
+        v = mu * velocity[i] + g
+        velocity[i] = v
+        if nesterov:
+            param[i] -= lr_ * (g + mu * v)
+        else:
+            param[i] -= lr_ * v

@@ -1,0 +1,136 @@
+/* Row passes for the Cython kernels, one loop each, written for the compiler to vectorise.
+ *
+ * Cython cannot emit `#pragma omp simd`, so the loops live here as static inline functions;
+ * threads (prange) stay in Cython. Every function reads x[j] before writing out[j] at the same
+ * index, so `out == x` (in place) is safe. Sums accumulate in double.
+ *
+ * exp: with GCC on glibc/x86-64 the declarations below expose libmvec's vector exp/expf
+ * (glibc declares them only under -ffast-math, which we never use: it would turn on
+ * flush-to-zero for the whole process). libmvec is accurate to about 4 ulp and keeps
+ * exp(-inf) = 0 and exp(NaN) = NaN. Elsewhere the loops call the scalar exp.
+ */
+#ifndef FASTSOFTMAX_ROWOPS_H
+#define FASTSOFTMAX_ROWOPS_H
+
+#include <math.h>
+#include <stddef.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#if defined(__GNUC__) && !defined(__clang__) && defined(__GLIBC__) && defined(__x86_64__) \
+    && defined(_OPENMP)
+#pragma omp declare simd notinbranch
+double exp(double);
+#pragma omp declare simd notinbranch
+float expf(float);
+#define FS_LIBMVEC 1
+#else
+#define FS_LIBMVEC 0
+#endif
+
+#if defined(_OPENMP)
+#define FS_PRAGMA(text) _Pragma(#text)
+#define FS_SIMD FS_PRAGMA(omp simd)
+#define FS_SIMD_SUM(v) FS_PRAGMA(omp simd reduction(+ : v))
+#define FS_SIMD_MAX(v) FS_PRAGMA(omp simd reduction(max : v))
+#else
+#define FS_SIMD
+#define FS_SIMD_SUM(v)
+#define FS_SIMD_MAX(v)
+#endif
+
+#ifndef FS_BUILD_FLAGS
+#define FS_BUILD_FLAGS "unknown"
+#endif
+static const char *fs_build_flags = FS_BUILD_FLAGS;
+
+static inline int fs_openmp_enabled(void) {
+#ifdef _OPENMP
+    return 1;
+#else
+    return 0;
+#endif
+}
+
+static inline int fs_max_threads(void) {
+#ifdef _OPENMP
+    return omp_get_max_threads();
+#else
+    return 1;
+#endif
+}
+
+#define FS_DEFINE_ROWOPS(T, SUFFIX, EXP)                                                         \
+    /* Largest non-NaN entry (or x[0] if that is NaN): NaN rows are caught by the sums. */       \
+    static inline T fs_row_max_##SUFFIX(const T *x, ptrdiff_t k) {                               \
+        T m = x[0];                                                                              \
+        FS_SIMD_MAX(m)                                                                           \
+        for (ptrdiff_t j = 1; j < k; ++j) m = x[j] > m ? x[j] : m;                               \
+        return m;                                                                                \
+    }                                                                                            \
+    /* sum_j exp(x[j] - m), storing the terms in out (which may be x). */                        \
+    static inline double fs_exp_sum_store_##SUFFIX(const T *x, T m, T *out, ptrdiff_t k) {       \
+        double s = 0.0;                                                                          \
+        FS_SIMD_SUM(s)                                                                           \
+        for (ptrdiff_t j = 0; j < k; ++j) {                                                      \
+            T e = EXP(x[j] - m);                                                                 \
+            out[j] = e;                                                                          \
+            s += e;                                                                              \
+        }                                                                                        \
+        return s;                                                                                \
+    }                                                                                            \
+    static inline double fs_exp_sum_##SUFFIX(const T *x, T m, ptrdiff_t k) {                     \
+        double s = 0.0;                                                                          \
+        FS_SIMD_SUM(s)                                                                           \
+        for (ptrdiff_t j = 0; j < k; ++j) s += EXP(x[j] - m);                                    \
+        return s;                                                                                \
+    }                                                                                            \
+    /* sum_j (x[j] - m) */                                                                       \
+    static inline double fs_shifted_sum_##SUFFIX(const T *x, T m, ptrdiff_t k) {                 \
+        double s = 0.0;                                                                          \
+        FS_SIMD_SUM(s)                                                                           \
+        for (ptrdiff_t j = 0; j < k; ++j) s += x[j] - m;                                         \
+        return s;                                                                                \
+    }                                                                                            \
+    /* sum_j t[j] and sum_j t[j] (x[j] - m) over t[j] != 0 (0 log 0 = 0). */                     \
+    static inline void fs_target_sums_##SUFFIX(const T *x, const T *t, T m, ptrdiff_t k,         \
+                                               double *mass, double *dot) {                      \
+        double sum_t = 0.0, sum_tx = 0.0;                                                        \
+        FS_SIMD_SUM(sum_t)                                                                       \
+        for (ptrdiff_t j = 0; j < k; ++j) sum_t += t[j];                                         \
+        FS_SIMD_SUM(sum_tx)                                                                      \
+        for (ptrdiff_t j = 0; j < k; ++j)                                                        \
+            sum_tx += t[j] != 0 ? (double)t[j] * (double)(x[j] - m) : 0.0;                       \
+        *mass = sum_t;                                                                           \
+        *dot = sum_tx;                                                                           \
+    }                                                                                            \
+    static inline void fs_scale_##SUFFIX(T *out, T c, ptrdiff_t k) {                             \
+        FS_SIMD                                                                                  \
+        for (ptrdiff_t j = 0; j < k; ++j) out[j] *= c;                                           \
+    }                                                                                            \
+    /* out[j] = (x[j] - m) - log_sum, in that order: x - (m + log_sum) loses large inputs. */    \
+    static inline void fs_shift_##SUFFIX(const T *x, T m, T log_sum, T *out, ptrdiff_t k) {      \
+        FS_SIMD                                                                                  \
+        for (ptrdiff_t j = 0; j < k; ++j) out[j] = (x[j] - m) - log_sum;                         \
+    }                                                                                            \
+    /* g[j] = g[j] * a - b - c * t[j]; t may be NULL (then c is ignored). */                     \
+    static inline void fs_grad_##SUFFIX(T *g, T a, T b, const T *t, T c, ptrdiff_t k) {          \
+        if (t == NULL) {                                                                         \
+            FS_SIMD                                                                              \
+            for (ptrdiff_t j = 0; j < k; ++j) g[j] = g[j] * a - b;                               \
+        } else {                                                                                 \
+            FS_SIMD                                                                              \
+            for (ptrdiff_t j = 0; j < k; ++j) g[j] = g[j] * a - c * t[j] - b;                    \
+        }                                                                                        \
+    }                                                                                            \
+    static inline int fs_any_nan_##SUFFIX(const T *x, ptrdiff_t k) {                             \
+        for (ptrdiff_t j = 0; j < k; ++j)                                                        \
+            if (isnan(x[j])) return 1;                                                           \
+        return 0;                                                                                \
+    }
+
+FS_DEFINE_ROWOPS(double, f64, exp)
+FS_DEFINE_ROWOPS(float, f32, expf)
+
+#endif
