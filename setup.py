@@ -35,9 +35,7 @@ def _compiles(compiler, source: str, flags: list[str]) -> bool:
             f.write(source)
         try:
             objects = compiler.compile([path], output_dir=tmp, extra_postargs=flags)
-            compiler.link_executable(
-                objects, "probe", output_dir=tmp, extra_postargs=flags
-            )
+            compiler.link_executable(objects, "probe", output_dir=tmp, extra_postargs=flags)
         except Exception:
             return False
     return True

@@ -79,7 +79,11 @@ def _rowwise(kernel: str, x, axis, out, backend, n_threads) -> np.ndarray:
 
 
 def logsumexp(
-    x, axis: int = -1, *, keepdims: bool = False, backend: str | None = None,
+    x,
+    axis: int = -1,
+    *,
+    keepdims: bool = False,
+    backend: str | None = None,
     n_threads: int | None = None,
 ) -> np.ndarray:
     """Log of the sum of exponentials along ``axis``, computed stably.
@@ -103,14 +107,16 @@ def logsumexp(
 
     Returns
     -------
-    numpy.ndarray
-        Same dtype as ``x``, the reduced shape.
+    numpy.ndarray or numpy scalar
+        Same dtype as ``x``, the reduced shape (a scalar when ``x`` is 1-D).
 
     Examples
     --------
     >>> import numpy as np, fastsoftmax
-    >>> fastsoftmax.logsumexp(np.array([[0.0, 0.0], [1000.0, 1000.0]]))
-    array([   0.69314718, 1000.69314718])
+    >>> fastsoftmax.logsumexp(np.array([[0.0, 0.0], [1000.0, 1000.0]])) - np.log(2)
+    array([   0., 1000.])
+    >>> fastsoftmax.logsumexp([1000.0, 1000.0])
+    np.float64(1000.6931471805599)
     """
     x = check.float_array(x, "x")
     axis = check.axis_index(axis, x.ndim)
@@ -120,11 +126,17 @@ def logsumexp(
     result = np.full(reduced_shape, -np.inf, dtype=x.dtype)
     if x.size:
         module.logsumexp(_rows(x, axis), result.reshape(-1), threads)
-    return np.expand_dims(result, axis) if keepdims else result
+    if keepdims:
+        return np.expand_dims(result, axis)
+    return result[()] if result.ndim == 0 else result  # a full reduction gives a scalar
 
 
 def softmax(
-    x, axis: int = -1, *, out: np.ndarray | None = None, backend: str | None = None,
+    x,
+    axis: int = -1,
+    *,
+    out: np.ndarray | None = None,
+    backend: str | None = None,
     n_threads: int | None = None,
 ) -> np.ndarray:
     """Softmax along ``axis``: ``exp(x - max) / sum(exp(x - max))``.
@@ -158,7 +170,11 @@ def softmax(
 
 
 def log_softmax(
-    x, axis: int = -1, *, out: np.ndarray | None = None, backend: str | None = None,
+    x,
+    axis: int = -1,
+    *,
+    out: np.ndarray | None = None,
+    backend: str | None = None,
     n_threads: int | None = None,
 ) -> np.ndarray:
     """Log of the softmax along ``axis``: ``(x - max) - log(sum(exp(x - max)))``, in that order.
@@ -276,8 +292,14 @@ def softmax_cross_entropy(
             )
         else:
             module.cross_entropy_soft(
-                rows, _detached(soft_target, grad.rows), weights, scale, label_smoothing,
-                row_loss, grad.rows, threads,
+                rows,
+                _detached(soft_target, grad.rows),
+                weights,
+                scale,
+                label_smoothing,
+                row_loss,
+                grad.rows,
+                threads,
             )
     dtype = logits.dtype.type
     if reduction == "none":
@@ -351,7 +373,13 @@ def sgd_update(
         written.append((flat_velocity, velocity))
         flat_grad = _detached(_detached(grad.ravel(order), flat_param), flat_velocity)
         module.sgd_momentum(
-            flat_param, flat_grad, flat_velocity, lr, momentum, weight_decay, bool(nesterov),
+            flat_param,
+            flat_grad,
+            flat_velocity,
+            lr,
+            momentum,
+            weight_decay,
+            bool(nesterov),
             threads,
         )
     for flat, array in written:

@@ -70,8 +70,9 @@ def n_threads_value(n_threads) -> int | None:
     return int(n_threads)
 
 
-def real_number(value, name: str, *, low: float, high: float = math.inf, low_open=False,
-                high_open=False) -> float:
+def real_number(
+    value, name: str, *, low: float, high: float = math.inf, low_open=False, high_open=False
+) -> float:
     """A finite real scalar in the interval from ``low`` to ``high`` (open ends as flagged)."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
@@ -79,9 +80,7 @@ def real_number(value, name: str, *, low: float, high: float = math.inf, low_ope
     too_low = value <= low if low_open else value < low
     too_high = value >= high if high_open else value > high
     if not math.isfinite(value) or too_low or too_high:
-        interval = (
-            f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
-        )
+        interval = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
         raise ValueError(f"{name} must be a finite number in {interval}, got {value!r}")
     return value
 
@@ -93,8 +92,7 @@ def logits_array(logits) -> np.ndarray:
             f"logits must be 2-D (n_samples, n_classes), got {arr.ndim}-D shape {arr.shape}"
         )
     if arr.shape[1] == 0:
-        raise ValueError("logits must have at least one class (column), got shape "
-                         f"{arr.shape}")
+        raise ValueError(f"logits must have at least one class (column), got shape {arr.shape}")
     return arr
 
 

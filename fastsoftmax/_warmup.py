@@ -42,7 +42,11 @@ def warmup(backends: list[str] | None = None) -> dict[str, float]:
             param = np.ones(4, dtype)
             _api.sgd_update(param, param.copy(), lr=0.1, backend=name)
             _api.sgd_update(
-                param, param.copy(), lr=0.1, momentum=0.9, velocity=np.zeros_like(param),
+                param,
+                param.copy(),
+                lr=0.1,
+                momentum=0.9,
+                velocity=np.zeros_like(param),
                 backend=name,
             )
         seconds[name] = time.perf_counter() - start

@@ -63,7 +63,7 @@ def _cross_entropy(logits, target, kept, weights, scale, label_smoothing, loss_o
     """loss_i = -w_i sum_j t_ij log p_ij, grad_i = scale w_i (p_i sum_j t_ij - t_i).
 
     The target is mixed with the uniform distribution first; a zero target entry contributes
-    nothing to the loss (0 log 0 = 0), and ignored rows (``kept`` False) have zero loss and gradient.
+    nothing to the loss (0 log 0 = 0); ignored rows (``kept`` False) get zero loss and gradient.
     """
     n_classes = logits.shape[1]
     t = (1 - label_smoothing) * target + label_smoothing / n_classes
