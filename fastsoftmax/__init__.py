@@ -9,14 +9,27 @@ array([0.5, 0.5])
 
 from fastsoftmax._api import log_softmax, logsumexp, sgd_update, softmax, softmax_cross_entropy
 from fastsoftmax._config import get_backend, resolve_backend, set_backend, use_backend
+from fastsoftmax._linear import linear_softmax_cross_entropy
 from fastsoftmax._warmup import warmup
 from fastsoftmax.backends import available_backends
 
 __version__ = "0.1.0"
 
+
+def __getattr__(name: str):
+    # The classifier needs scikit-learn: import it on first use, not with the kernels.
+    if name == "SoftmaxRegression":
+        from fastsoftmax.classifier import SoftmaxRegression
+
+        return SoftmaxRegression
+    raise AttributeError(f"module 'fastsoftmax' has no attribute {name!r}")
+
+
 __all__ = [
+    "SoftmaxRegression",
     "available_backends",
     "get_backend",
+    "linear_softmax_cross_entropy",
     "log_softmax",
     "logsumexp",
     "resolve_backend",

@@ -1,0 +1,535 @@
+"""SoftmaxRegression: a scikit-learn classifier trained by minibatch SGD on the fused kernels.
+
+Each minibatch is a handful of calls into compiled code or BLAS on reused buffers: logits by
+``matmul`` into a (batch, k) buffer, the fused softmax-cross-entropy kernel writing the gradient
+in place, ``dW = G^T X_batch`` by BLAS, and the SGD-with-momentum kernel on ``W`` and ``b``.
+The raw backend kernels are called directly (inputs were validated once per ``fit``), so Python
+overhead per minibatch is a few microseconds.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+import warnings
+
+import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.model_selection import train_test_split
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import check_is_fitted, validate_data
+
+from fastsoftmax import _api
+from fastsoftmax import _validation as check
+from fastsoftmax._config import kernel_module
+from fastsoftmax._linear import LinearCrossEntropy
+
+SCHEDULES = ("constant", "invscaling", "cosine")
+_SAVE_FORMAT = 1
+
+
+class SoftmaxRegression(ClassifierMixin, BaseEstimator):
+    """Multinomial logistic (softmax) regression trained by minibatch SGD with momentum.
+
+    ``o = W x + b``, ``p = softmax(o)``; minimises the mean cross-entropy plus
+    ``l2 / 2 * ||W||^2``. ``predict`` takes ``argmax p`` (hard classification),
+    ``predict_proba`` returns ``p`` (soft classification).
+
+    Parameters
+    ----------
+    learning_rate : float, default 0.15
+        Initial step size.
+    schedule : {"cosine", "constant", "invscaling"}, default "cosine"
+        Step size per minibatch: cosine decay from ``learning_rate`` to 0 over ``max_epochs``;
+        constant; or ``learning_rate / (1 + t / steps_per_epoch) ** power_t``.
+    power_t : float, default 0.5
+        Exponent of the "invscaling" schedule.
+    momentum : float in [0, 1), default 0.9
+    nesterov : bool, default True
+    l2 : float >= 0, default 0
+        Weight decay on ``W`` (not on ``b``).
+    batch_size : int, default 256
+    max_epochs : int, default 10
+    tol : float or None, default 1e-4
+        Stop when the training loss (or the validation score with ``early_stopping``) has not
+        improved by ``tol`` for ``n_iter_no_change`` epochs; None runs all ``max_epochs``.
+    n_iter_no_change : int, default 3
+    early_stopping : bool, default False
+        Hold out ``validation_fraction`` of the training data (stratified), score it after each
+        epoch, and keep the best epoch's weights.
+    validation_fraction : float, default 0.1
+    shuffle : bool, default True
+        Reshuffle the rows every epoch.
+    random_state : int, RandomState or None
+        Seeds the initial weights, the shuffles and the validation split. The same seed,
+        backend and thread count give bitwise the same model.
+    dtype : {numpy.float32, numpy.float64}, default numpy.float32
+        Precision of the weights and of the computation; X is converted once if needed.
+    backend : str, optional
+        fastsoftmax backend (``"numpy"``, ``"numba"``, ``"cython"``, ``"auto"``).
+    n_threads : int, optional
+        Threads for the kernels; BLAS keeps its own setting (use threadpoolctl to limit it).
+    verbose : int, default 0
+        Print one line per epoch (loss, training accuracy, time); with tqdm installed, a
+        progress bar over the minibatches.
+    warm_start : bool, default False
+        Continue from the current weights on the next ``fit``.
+
+    Attributes
+    ----------
+    coef_ : ndarray (n_classes, n_features)
+    intercept_ : ndarray (n_classes,)
+    classes_ : ndarray (n_classes,)
+    n_features_in_ : int
+    n_iter_ : int
+        Epochs run by the last ``fit`` (or ``partial_fit`` calls in total).
+    loss_curve_ : list of float
+        Mean training loss of each epoch (measured during the epoch, on the moving weights).
+    validation_scores_ : list of float
+        Validation accuracy per epoch, when ``early_stopping`` is on.
+
+    Notes
+    -----
+    The defaults (Nesterov momentum 0.9, step 0.15 with cosine decay over 10 epochs, batches of
+    256) were chosen on Fashion-MNIST, where they reach 0.845-0.846 test accuracy over seeds 1-3
+    in 10 epochs, against 0.829 for plain SGD at a constant step of 0.1; ``tol`` stops earlier
+    on easy data. Scale features to a similar range (e.g. [0, 1]) as for any SGD-trained model.
+
+    Examples
+    --------
+    >>> from fastsoftmax import SoftmaxRegression
+    >>> from fastsoftmax.datasets import load_digits
+    >>> X_train, y_train, X_test, y_test = load_digits()
+    >>> model = SoftmaxRegression(random_state=0).fit(X_train, y_train)
+    >>> model.score(X_test, y_test) > 0.9
+    True
+    """
+
+    def __init__(
+        self,
+        *,
+        learning_rate: float = 0.15,
+        schedule: str = "cosine",
+        power_t: float = 0.5,
+        momentum: float = 0.9,
+        nesterov: bool = True,
+        l2: float = 0.0,
+        batch_size: int = 256,
+        max_epochs: int = 10,
+        tol: float | None = 1e-4,
+        n_iter_no_change: int = 3,
+        early_stopping: bool = False,
+        validation_fraction: float = 0.1,
+        shuffle: bool = True,
+        random_state=None,
+        dtype=np.float32,
+        backend: str | None = None,
+        n_threads: int | None = None,
+        verbose: int = 0,
+        warm_start: bool = False,
+    ):
+        self.learning_rate = learning_rate
+        self.schedule = schedule
+        self.power_t = power_t
+        self.momentum = momentum
+        self.nesterov = nesterov
+        self.l2 = l2
+        self.batch_size = batch_size
+        self.max_epochs = max_epochs
+        self.tol = tol
+        self.n_iter_no_change = n_iter_no_change
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.shuffle = shuffle
+        self.random_state = random_state
+        self.dtype = dtype
+        self.backend = backend
+        self.n_threads = n_threads
+        self.verbose = verbose
+        self.warm_start = warm_start
+
+    # -- scikit-learn plumbing -----------------------------------------------------------------
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.sparse = True
+        return tags
+
+    def _check_params(self) -> None:
+        def positive_int(name):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+
+        for name in ("batch_size", "max_epochs", "n_iter_no_change"):
+            positive_int(name)
+        if not (isinstance(self.learning_rate, (int, float)) and self.learning_rate > 0):
+            raise ValueError(f"learning_rate must be a number > 0, got {self.learning_rate!r}")
+        if not math.isfinite(self.learning_rate):
+            raise ValueError(f"learning_rate must be finite, got {self.learning_rate!r}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
+        if not 0 <= self.momentum < 1:
+            raise ValueError(f"momentum must be in [0, 1), got {self.momentum!r}")
+        if self.nesterov and self.momentum == 0:
+            raise ValueError("nesterov=True needs momentum > 0")
+        if not (self.l2 >= 0 and math.isfinite(self.l2)):
+            raise ValueError(f"l2 must be a finite number >= 0, got {self.l2!r}")
+        if self.tol is not None and not self.tol >= 0:
+            raise ValueError(f"tol must be None or >= 0, got {self.tol!r}")
+        if not 0 < self.validation_fraction < 1:
+            raise ValueError(
+                f"validation_fraction must be in (0, 1), got {self.validation_fraction!r}"
+            )
+        if np.dtype(self.dtype) not in (np.float32, np.float64):
+            raise ValueError(f"dtype must be numpy.float32 or numpy.float64, got {self.dtype!r}")
+
+    def _validate_X(self, X, reset: bool):
+        return validate_data(
+            self,
+            X,
+            accept_sparse="csr",
+            dtype=np.dtype(self.dtype),
+            reset=reset,
+            ensure_all_finite=True,
+        )
+
+    # -- training ------------------------------------------------------------------------------
+
+    def fit(self, X, y, sample_weight=None):
+        """Train on ``X`` (dense or CSR) and labels ``y`` for up to ``max_epochs`` epochs.
+
+        Returns
+        -------
+        self
+        """
+        self._check_params()
+        X, y = validate_data(
+            self,
+            X,
+            y,
+            accept_sparse="csr",
+            dtype=np.dtype(self.dtype),
+            reset=True,
+            ensure_all_finite=True,
+        )
+        check_classification_targets(y)
+        classes, labels = np.unique(y, return_inverse=True)
+        if len(classes) < 2:
+            raise ValueError(
+                f"y holds a single class ({classes[0]!r}); at least 2 are needed to train"
+            )
+        weights = self._sample_weight(sample_weight, X.shape[0])
+        rng = np.random.default_rng(_seed(self.random_state))
+        keep_weights = self.warm_start and hasattr(self, "coef_")
+        if keep_weights and not np.array_equal(self.classes_, classes):
+            raise ValueError("warm_start: y holds other classes than the fitted model")
+        self.classes_ = classes
+        if not keep_weights:
+            self._init_weights(len(classes), X.shape[1], rng)
+        validation = None
+        if self.early_stopping:
+            stratify = labels if np.min(np.bincount(labels)) >= 2 else None
+            train, held_out = train_test_split(
+                np.arange(X.shape[0]),
+                test_size=self.validation_fraction,
+                random_state=int(rng.integers(2**31)),
+                stratify=stratify,
+            )
+            validation = (X[held_out], labels[held_out])
+            X, labels, weights = X[train], labels[train], weights[train]
+        self.loss_curve_, self.validation_scores_ = [], []
+        self.n_iter_ = 0
+        self._train(X, labels, weights, rng, self.max_epochs, validation)
+        return self
+
+    def partial_fit(self, X, y, classes=None, sample_weight=None):
+        """One epoch over ``X``, ``y`` from the current weights (the first call needs
+        ``classes``, every label ``partial_fit`` will ever see).
+
+        Returns
+        -------
+        self
+        """
+        self._check_params()
+        first_call = not hasattr(self, "coef_")
+        if first_call and classes is None:
+            raise ValueError("classes must be given on the first call to partial_fit")
+        X, y = validate_data(
+            self,
+            X,
+            y,
+            accept_sparse="csr",
+            dtype=np.dtype(self.dtype),
+            reset=first_call,
+            ensure_all_finite=True,
+        )
+        check_classification_targets(y)
+        if first_call:
+            self.classes_ = np.unique(np.asarray(classes))
+            if len(self.classes_) < 2:
+                raise ValueError("classes must hold at least 2 labels")
+            rng = np.random.default_rng(_seed(self.random_state))
+            self._init_weights(len(self.classes_), X.shape[1], rng)
+            self._partial_rng = rng
+            self.loss_curve_, self.validation_scores_, self.n_iter_ = [], [], 0
+        elif classes is not None and not np.array_equal(np.unique(classes), self.classes_):
+            raise ValueError(f"classes differ from the first call's: {self.classes_!r}")
+        labels = np.searchsorted(self.classes_, y)
+        unseen = (labels >= len(self.classes_)) | (
+            self.classes_[np.minimum(labels, len(self.classes_) - 1)] != y
+        )
+        if np.any(unseen):
+            raise ValueError(
+                f"y holds labels not in classes: {np.unique(np.asarray(y)[unseen])[:10]!r}"
+            )
+        weights = self._sample_weight(sample_weight, X.shape[0])
+        # partial_fit runs at a constant step: a decaying schedule needs a known horizon.
+        self._train(X, labels, weights, self._partial_rng, 1, None, constant_lr=True)
+        return self
+
+    def _sample_weight(self, sample_weight, n_rows: int) -> np.ndarray:
+        weights = check.sample_weight_array(sample_weight, n_rows)
+        if weights.sum() <= 0:
+            raise ValueError("sample_weight must have a positive sum")
+        return weights
+
+    def _init_weights(self, n_classes: int, n_features: int, rng) -> None:
+        dtype = np.dtype(self.dtype)
+        self.coef_ = (0.01 * rng.standard_normal((n_classes, n_features))).astype(dtype)
+        self.intercept_ = np.zeros(n_classes, dtype)
+        self._velocity = (np.zeros_like(self.coef_), np.zeros_like(self.intercept_))
+
+    def _step_size(self, step: int, total_steps: int, steps_per_epoch: int) -> float:
+        if self.schedule == "constant":
+            return self.learning_rate
+        if self.schedule == "invscaling":
+            return self.learning_rate / (1 + step / steps_per_epoch) ** self.power_t
+        return 0.5 * self.learning_rate * (1 + math.cos(math.pi * step / total_steps))
+
+    def _train(self, X, labels, weights, rng, epochs, validation, constant_lr=False):
+        n_rows, n_features = X.shape
+        n_classes = len(self.classes_)
+        batch = min(self.batch_size, n_rows)
+        fused = LinearCrossEntropy(
+            n_classes, n_features, self.coef_.dtype, self.backend, self.n_threads, batch
+        )
+        sgd, sgd_threads = kernel_module(
+            "sgd_update", self.backend, self.coef_.size, self.n_threads
+        )
+        W, b = self.coef_, self.intercept_
+        vW, vb = self._velocity
+        steps_per_epoch = -(-n_rows // batch)
+        total_steps = epochs * steps_per_epoch
+        mean_weight = float(weights.mean())
+        best_loss, best_score, best_params, stall = np.inf, -np.inf, None, 0
+        last_good = (W.copy(), b.copy(), vW.copy(), vb.copy())
+        progress = _progress(self.verbose)
+        try:
+            for epoch in range(epochs):
+                start_time = time.perf_counter()
+                order = rng.permutation(n_rows) if self.shuffle else np.arange(n_rows)
+                epoch_loss = 0.0
+                correct = 0
+                for step_in_epoch, start in enumerate(range(0, n_rows, batch)):
+                    rows = np.sort(order[start : start + batch])  # sorted: faster CSR/row gather
+                    X_batch = X[rows]
+                    if self.verbose:
+                        correct += _count_correct(X_batch, W, b, labels[rows])
+                    fused.reset()
+                    scale = 1.0 / (len(rows) * mean_weight)
+                    epoch_loss += (
+                        fused.accumulate(X_batch, W, b, labels[rows], weights[rows], scale) * scale
+                    )
+                    step = epoch * steps_per_epoch + step_in_epoch
+                    lr = (
+                        self.learning_rate
+                        if constant_lr
+                        else self._step_size(step, total_steps, steps_per_epoch)
+                    )
+                    self._sgd_step(sgd, sgd_threads, lr, W, fused.dW, vW, self.l2)
+                    self._sgd_step(sgd, sgd_threads, lr, b, fused.db, vb, 0.0)
+                    progress.batch(step_in_epoch, steps_per_epoch)
+                mean_loss = epoch_loss / steps_per_epoch
+                if not math.isfinite(mean_loss) or not np.all(np.isfinite(W)):
+                    W[...], b[...], vW[...], vb[...] = last_good
+                    raise FloatingPointError(
+                        f"training diverged in epoch {self.n_iter_ + 1} (loss {mean_loss}); "
+                        f"the model keeps the weights of the last finite epoch. Lower "
+                        f"learning_rate (now {self.learning_rate}) or scale the features."
+                    )
+                last_good = (W.copy(), b.copy(), vW.copy(), vb.copy())
+                self.n_iter_ += 1
+                self.loss_curve_.append(mean_loss + 0.5 * self.l2 * float(np.sum(W * W)))
+                message = f"epoch {self.n_iter_}: loss {self.loss_curve_[-1]:.4f}"
+                if self.verbose:
+                    message += f", train accuracy {correct / n_rows:.4f}"
+                if validation is not None:
+                    self.validation_scores_.append(self._accuracy(*validation))
+                    message += f", validation accuracy {self.validation_scores_[-1]:.4f}"
+                progress.epoch(message + f", {time.perf_counter() - start_time:.2f} s")
+                if self.tol is None:
+                    continue
+                if validation is not None:
+                    improved = self.validation_scores_[-1] > best_score + self.tol
+                    if self.validation_scores_[-1] > best_score:
+                        best_score, best_params = self.validation_scores_[-1], last_good
+                else:
+                    improved = self.loss_curve_[-1] < best_loss - self.tol
+                    best_loss = min(best_loss, self.loss_curve_[-1])
+                stall = 0 if improved else stall + 1
+                if stall >= self.n_iter_no_change:
+                    break
+        except KeyboardInterrupt:
+            W[...], b[...], vW[...], vb[...] = last_good
+            warnings.warn(
+                f"fit interrupted: the model keeps the weights of epoch {self.n_iter_}",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+            raise
+        finally:
+            progress.close()
+        if best_params is not None:
+            W[...], b[...] = best_params[0], best_params[1]
+
+    def _sgd_step(self, sgd, threads, lr, param, grad, velocity, weight_decay):
+        if self.momentum == 0:
+            sgd.sgd(param.reshape(-1), grad.reshape(-1), lr, weight_decay, threads)
+        else:
+            sgd.sgd_momentum(
+                param.reshape(-1),
+                grad.reshape(-1),
+                velocity.reshape(-1),
+                lr,
+                self.momentum,
+                weight_decay,
+                bool(self.nesterov),
+                threads,
+            )
+
+    def _accuracy(self, X, labels) -> float:
+        return float(np.mean(np.argmax(self._logits(X), axis=1) == labels))
+
+    # -- prediction ----------------------------------------------------------------------------
+
+    def _logits(self, X) -> np.ndarray:
+        logits = X @ self.coef_.T
+        logits += self.intercept_
+        return np.asarray(logits)
+
+    def decision_function(self, X) -> np.ndarray:
+        """Logits ``X W^T + b`` (n, k); for two classes, the log-odds of ``classes_[1]`` (n,)."""
+        check_is_fitted(self)
+        logits = self._logits(self._validate_X(X, reset=False))
+        return logits[:, 1] - logits[:, 0] if logits.shape[1] == 2 else logits
+
+    def predict_proba(self, X) -> np.ndarray:
+        """Class probabilities ``softmax(X W^T + b)`` (n, k), columns in ``classes_`` order."""
+        check_is_fitted(self)
+        logits = self._logits(self._validate_X(X, reset=False))
+        return _api.softmax(logits, out=logits, backend=self.backend, n_threads=self.n_threads)
+
+    def predict_log_proba(self, X) -> np.ndarray:
+        """Log class probabilities (n, k), computed stably by ``log_softmax``."""
+        check_is_fitted(self)
+        logits = self._logits(self._validate_X(X, reset=False))
+        return _api.log_softmax(logits, out=logits, backend=self.backend, n_threads=self.n_threads)
+
+    def predict(self, X) -> np.ndarray:
+        """The most probable class of each row (hard classification)."""
+        check_is_fitted(self)
+        logits = self._logits(self._validate_X(X, reset=False))
+        return self.classes_[np.argmax(logits, axis=1)]
+
+    # -- persistence ---------------------------------------------------------------------------
+
+    def save(self, path) -> None:
+        """Write weights, classes and hyper-parameters to a portable ``.npz`` (no pickle).
+
+        Classes must be numbers or strings. Load with :meth:`SoftmaxRegression.load`.
+        """
+        check_is_fitted(self)
+        if self.classes_.dtype == object:
+            raise TypeError("save() stores numeric or string classes only; use pickle instead")
+        params = self.get_params()
+        params["dtype"] = np.dtype(params["dtype"]).name
+        if not isinstance(params["random_state"], (int, type(None))):
+            params["random_state"] = None
+        np.savez(
+            path,
+            format_version=_SAVE_FORMAT,
+            coef=self.coef_,
+            intercept=self.intercept_,
+            classes=self.classes_,
+            params=json.dumps(params),
+            n_iter=self.n_iter_,
+            loss_curve=np.asarray(self.loss_curve_, float),
+        )
+
+    @classmethod
+    def load(cls, path) -> SoftmaxRegression:
+        """Read a model written by :meth:`save`."""
+        with np.load(path, allow_pickle=False) as data:
+            version = int(data["format_version"]) if "format_version" in data else None
+            if version != _SAVE_FORMAT:
+                raise ValueError(
+                    f"{path}: model file format {version!r} is not supported by this "
+                    f"fastsoftmax (it reads format {_SAVE_FORMAT})"
+                )
+            params = json.loads(str(data["params"]))
+            params["dtype"] = np.dtype(params["dtype"]).type
+            model = cls(**params)
+            model.coef_ = data["coef"].copy()
+            model.intercept_ = data["intercept"].copy()
+            model.classes_ = data["classes"].copy()
+            model.n_iter_ = int(data["n_iter"])
+            model.loss_curve_ = data["loss_curve"].tolist()
+        model.n_features_in_ = model.coef_.shape[1]
+        model.validation_scores_ = []
+        model._velocity = (np.zeros_like(model.coef_), np.zeros_like(model.intercept_))
+        return model
+
+
+def _seed(random_state):
+    if isinstance(random_state, np.random.RandomState):
+        return random_state.randint(2**31)
+    return random_state
+
+
+def _count_correct(X_batch, W, b, labels) -> int:
+    return int(np.sum(np.argmax(X_batch @ W.T + b, axis=1) == labels))
+
+
+class _progress:
+    """One line per epoch; a tqdm bar over the minibatches when tqdm is installed."""
+
+    def __init__(self, verbose):
+        self.verbose = verbose
+        self.bar = None
+        if verbose:
+            try:
+                from tqdm.auto import tqdm
+
+                self.tqdm = tqdm
+            except ImportError:
+                self.tqdm = None
+
+    def batch(self, step: int, steps: int) -> None:
+        if not self.verbose or self.tqdm is None:
+            return
+        if step == 0:
+            self.bar = self.tqdm(total=steps, leave=False, unit="batch")
+        self.bar.update(1)
+
+    def epoch(self, message: str) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+        if self.verbose:
+            print(message, flush=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
