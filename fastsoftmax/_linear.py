@@ -36,9 +36,15 @@ class LinearCrossEntropy:
         self.row_loss = np.empty(rows)
         self.dW = np.zeros((n_classes, n_features), dtype)
         self.db = np.zeros(n_classes, dtype)
+        self.track_predictions = False
+        self.predicted = None
 
     def accumulate(self, X_block, W, b, labels, weights, scale: float) -> float:
-        """Add this block's gradients to ``dW``/``db``; return its weighted loss sum."""
+        """Add this block's gradients to ``dW``/``db``; return its weighted loss sum.
+
+        ``self.predicted`` keeps the block's argmax class (before the gradient overwrites the
+        logits) when ``self.track_predictions`` is set.
+        """
         m = X_block.shape[0]
         logits, row_loss = self.logits[:m], self.row_loss[:m]
         if is_sparse(X_block):
@@ -46,6 +52,8 @@ class LinearCrossEntropy:
         else:
             np.matmul(X_block, W.T, out=logits)
         logits += b
+        if self.track_predictions:
+            self.predicted = np.argmax(logits, axis=1)
         self.module.cross_entropy_labels(
             logits, labels, weights, scale, 0.0, row_loss, logits, self.threads
         )

@@ -318,6 +318,7 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
         sgd, sgd_threads = kernel_module(
             "sgd_update", self.backend, self.coef_.size, self.n_threads
         )
+        fused.track_predictions = bool(self.verbose)
         W, b = self.coef_, self.intercept_
         vW, vb = self._velocity
         steps_per_epoch = -(-n_rows // batch)
@@ -335,13 +336,13 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
                 for step_in_epoch, start in enumerate(range(0, n_rows, batch)):
                     rows = np.sort(order[start : start + batch])  # sorted: faster CSR/row gather
                     X_batch = X[rows]
-                    if self.verbose:
-                        correct += _count_correct(X_batch, W, b, labels[rows])
                     fused.reset()
                     scale = 1.0 / (len(rows) * mean_weight)
                     epoch_loss += (
                         fused.accumulate(X_batch, W, b, labels[rows], weights[rows], scale) * scale
                     )
+                    if self.verbose:
+                        correct += int(np.sum(fused.predicted == labels[rows]))
                     step = epoch * steps_per_epoch + step_in_epoch
                     lr = (
                         self.learning_rate
@@ -496,10 +497,6 @@ def _seed(random_state):
     if isinstance(random_state, np.random.RandomState):
         return random_state.randint(2**31)
     return random_state
-
-
-def _count_correct(X_batch, W, b, labels) -> int:
-    return int(np.sum(np.argmax(X_batch @ W.T + b, axis=1) == labels))
 
 
 class _progress:
