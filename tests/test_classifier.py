@@ -1,0 +1,298 @@
+"""SoftmaxRegression: fit/predict, partial_fit, persistence, sparse input, dtypes, bad input."""
+
+import pickle
+import warnings
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from numpy.testing import assert_allclose, assert_array_equal
+from sklearn.utils.estimator_checks import check_estimator
+
+import fastsoftmax
+from fastsoftmax import SoftmaxRegression, linear_softmax_cross_entropy
+from fastsoftmax.datasets import load_digits
+
+# SGD with shuffled minibatches is stochastic: weighting a row by 2 is equal to repeating it
+# only in expectation, never to 1e-7 as these checks demand.
+EXPECTED_FAILED_CHECKS = {
+    "check_sample_weight_equivalence_on_dense_data": "stochastic minibatch SGD",
+    "check_sample_weight_equivalence_on_sparse_data": "stochastic minibatch SGD",
+}
+# With float32 weights, log-probabilities near 0 are exact to float32's resolution (about
+# 1e-8 there) while check_classifiers_train compares them with log(predict_proba) to 1e-9; the
+# same check passes with dtype=float64.
+EXPECTED_FAILED_CHECKS_FLOAT32 = {
+    **EXPECTED_FAILED_CHECKS,
+    "check_classifiers_train": "float32 log-probabilities resolve 1e-8, the check wants 1e-9",
+}
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_digits()
+
+
+def blobs(n=300, d=5, k=3, seed=0, dtype=np.float32):
+    rng = np.random.default_rng(seed)
+    centers = 3 * rng.standard_normal((k, d))
+    y = rng.integers(0, k, n)
+    X = (centers[y] + rng.standard_normal((n, d))).astype(dtype)
+    return X, y
+
+
+@pytest.mark.parametrize(
+    ("dtype", "expected_failures"),
+    [(np.float64, EXPECTED_FAILED_CHECKS), (np.float32, EXPECTED_FAILED_CHECKS_FLOAT32)],
+)
+def test_passes_scikit_learn_estimator_checks(dtype, expected_failures):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        results = check_estimator(
+            SoftmaxRegression(random_state=0, dtype=dtype),
+            expected_failed_checks=expected_failures,
+            on_fail=None,
+        )
+    failed = {
+        r["check_name"]: str(r["exception"])[:300] for r in results if r["status"] == "failed"
+    }
+    assert failed == {}
+    assert sum(r["status"] == "passed" for r in results) > 40
+
+
+def test_fit_predict_digits_is_accurate_for_every_backend(backend, digits):
+    X_train, y_train, X_test, y_test = digits
+    model = SoftmaxRegression(random_state=0, backend=backend).fit(X_train, y_train)
+    assert model.score(X_test, y_test) > 0.9
+    assert model.coef_.shape == (10, 64) and model.intercept_.shape == (10,)
+    assert model.n_iter_ == len(model.loss_curve_) >= 1
+    assert model.loss_curve_[-1] < model.loss_curve_[0]
+
+
+def test_backends_train_the_same_model(digits):
+    X_train, y_train, _, _ = digits
+    models = [
+        SoftmaxRegression(random_state=0, backend=b, dtype=np.float64).fit(X_train, y_train)
+        for b in fastsoftmax.available_backends()
+    ]
+    for model in models[1:]:
+        # float64 kernels agree to ~1e-15 per step; ten epochs of SGD amplify that little.
+        assert_allclose(model.coef_, models[0].coef_, rtol=0, atol=1e-8)
+
+
+def test_proba_log_proba_decision_and_predict_agree(digits):
+    X_train, y_train, X_test, _ = digits
+    model = SoftmaxRegression(random_state=0).fit(X_train, y_train)
+    proba = model.predict_proba(X_test)
+    assert proba.dtype == np.float32
+    assert_allclose(proba.sum(axis=1), 1, rtol=1e-5)
+    assert_allclose(np.log(proba), model.predict_log_proba(X_test), atol=1e-5)
+    logits = model.decision_function(X_test)
+    expected = np.exp(logits - logits.max(1, keepdims=True))
+    assert_allclose(proba, expected / expected.sum(1, keepdims=True), atol=1e-6)
+    assert_array_equal(model.predict(X_test), model.classes_[np.argmax(proba, axis=1)])
+
+
+def test_string_labels_and_binary_problem():
+    X, y = blobs(k=2)
+    labels = np.array(["cat", "dog"])[y]
+    model = SoftmaxRegression(random_state=0).fit(X, labels)
+    assert_array_equal(model.classes_, ["cat", "dog"])
+    assert model.coef_.shape == (2, 5)
+    assert model.decision_function(X).shape == (300,)
+    assert set(model.predict(X)) <= {"cat", "dog"}
+    assert model.score(X, labels) > 0.9
+
+
+def test_same_seed_gives_bitwise_the_same_model():
+    X, y = blobs()
+    a = SoftmaxRegression(random_state=3).fit(X, y)
+    b = SoftmaxRegression(random_state=3).fit(X, y)
+    c = SoftmaxRegression(random_state=4).fit(X, y)
+    assert_array_equal(a.coef_, b.coef_)
+    assert_array_equal(a.intercept_, b.intercept_)
+    assert not np.array_equal(a.coef_, c.coef_)
+
+
+def test_float32_end_to_end_and_float64_option():
+    X, y = blobs(dtype=np.float32)
+    model = SoftmaxRegression(random_state=0).fit(X, y)
+    assert model.coef_.dtype == np.float32
+    assert model.predict_proba(X).dtype == np.float32
+    model64 = SoftmaxRegression(random_state=0, dtype=np.float64).fit(X, y)
+    assert model64.coef_.dtype == np.float64
+
+
+def test_sparse_csr_matches_dense():
+    X, y = blobs()
+    X[np.abs(X) < 1] = 0
+    dense = SoftmaxRegression(random_state=0, dtype=np.float64).fit(X, y)
+    sparse = SoftmaxRegression(random_state=0, dtype=np.float64).fit(sp.csr_matrix(X), y)
+    assert_allclose(sparse.coef_, dense.coef_, atol=1e-10)
+    assert_allclose(sparse.predict_proba(sp.csr_matrix(X)), dense.predict_proba(X), atol=1e-10)
+    sparse.partial_fit(sp.csr_matrix(X), y)
+
+
+def test_partial_fit_learns_and_rejects_unseen_labels():
+    X, y = blobs()
+    model = SoftmaxRegression(random_state=0)
+    with pytest.raises(ValueError, match="classes"):
+        model.partial_fit(X, y)
+    for _ in range(5):
+        model.partial_fit(X, y, classes=[0, 1, 2])
+    assert model.n_iter_ == 5
+    assert model.score(X, y) > 0.9
+    with pytest.raises(ValueError, match="not in classes"):
+        model.partial_fit(X, np.full_like(y, 7))
+
+
+def test_tol_stops_early_and_none_runs_all_epochs():
+    X, y = blobs()
+    assert SoftmaxRegression(random_state=0, tol=None, max_epochs=7).fit(X, y).n_iter_ == 7
+    stopped = SoftmaxRegression(random_state=0, tol=10.0, n_iter_no_change=2, max_epochs=50)
+    # The first epoch always improves on "no loss yet"; then 2 epochs without a gain of 10.
+    assert stopped.fit(X, y).n_iter_ == 3
+
+
+def test_early_stopping_records_validation_scores():
+    X, y = blobs(n=600)
+    model = SoftmaxRegression(random_state=0, early_stopping=True, max_epochs=5).fit(X, y)
+    assert len(model.validation_scores_) == model.n_iter_
+    assert max(model.validation_scores_) > 0.9
+
+
+def test_warm_start_continues_from_the_weights():
+    X, y = blobs()
+    model = SoftmaxRegression(random_state=0, max_epochs=1, tol=None, warm_start=True)
+    first = model.fit(X, y).coef_.copy()
+    second = model.fit(X, y).coef_
+    cold = SoftmaxRegression(random_state=0, max_epochs=1, tol=None).fit(X, y).coef_
+    assert_array_equal(first, cold)
+    assert not np.array_equal(first, second)
+
+
+def test_divergence_raises_and_keeps_finite_weights():
+    X, y = blobs()
+    model = SoftmaxRegression(random_state=0, learning_rate=1e30, schedule="constant")
+    with pytest.raises(FloatingPointError, match="diverged"):
+        model.fit(X * 1e3, y)
+    assert np.all(np.isfinite(model.coef_))
+
+
+@pytest.mark.parametrize(
+    ("X", "y", "error", "match"),
+    [
+        (np.array([[np.nan, 1.0], [0.0, 1.0]]), [0, 1], ValueError, "NaN"),
+        (np.array([[np.inf, 1.0], [0.0, 1.0]]), [0, 1], ValueError, "infinity"),
+        (np.ones((3, 2)), [0, 1], ValueError, "inconsistent numbers of samples"),
+        (np.ones((3, 2)), [1, 1, 1], ValueError, "one class"),
+        (np.ones((3, 2)), [0.5, 1.5, 2.5], ValueError, "Unknown label type"),
+    ],
+)
+def test_bad_training_input_is_refused(X, y, error, match):
+    with pytest.raises(error, match=match):
+        SoftmaxRegression().fit(X, y)
+
+
+def test_wrong_number_of_features_at_predict():
+    X, y = blobs()
+    model = SoftmaxRegression(random_state=0).fit(X, y)
+    with pytest.raises(ValueError, match="features"):
+        model.predict(X[:, :3])
+
+
+@pytest.mark.parametrize(
+    ("param", "value"),
+    [
+        ("learning_rate", 0.0),
+        ("learning_rate", "fast"),
+        ("learning_rate", float("nan")),
+        ("momentum", 1.0),
+        ("batch_size", 0),
+        ("schedule", "exponential"),
+        ("validation_fraction", 1.0),
+        ("dtype", np.float16),
+    ],
+)
+def test_bad_hyper_parameters_are_refused(param, value):
+    X, y = blobs()
+    with pytest.raises(ValueError, match=param):
+        SoftmaxRegression(**{param: value}).fit(X, y)
+
+
+def test_pickle_and_npz_round_trip(tmp_path):
+    X, y = blobs()
+    model = SoftmaxRegression(random_state=0).fit(X, np.array(list("abc"))[y])
+    restored = pickle.loads(pickle.dumps(model))
+    assert_array_equal(restored.predict_proba(X), model.predict_proba(X))
+    path = tmp_path / "model.npz"
+    model.save(path)
+    loaded = SoftmaxRegression.load(path)
+    assert loaded.get_params() == model.get_params()
+    assert_array_equal(loaded.classes_, model.classes_)
+    assert_array_equal(loaded.predict_proba(X), model.predict_proba(X))
+
+
+def test_load_refuses_an_unknown_format(tmp_path):
+    path = tmp_path / "other.npz"
+    np.savez(path, format_version=99, coef=np.zeros((2, 2)))
+    with pytest.raises(ValueError, match="format"):
+        SoftmaxRegression.load(path)
+
+
+# -- the fused linear kernel ----------------------------------------------------------------
+
+
+def composed_loss_and_grads(X, W, b, y, sample_weight=None, l2=0.0):
+    logits = X @ W.T + b
+    loss, grad = fastsoftmax.softmax_cross_entropy(logits, y, sample_weight=sample_weight)
+    return loss + 0.5 * l2 * np.sum(W**2), grad.T @ X + l2 * W, grad.sum(axis=0)
+
+
+@pytest.mark.parametrize("chunk_rows", [1, 7, None])
+@pytest.mark.parametrize("sparse", [False, True])
+def test_linear_kernel_matches_composition(backend, chunk_rows, sparse):
+    rng = np.random.default_rng(0)
+    X, y = blobs(n=50, d=6, k=4, dtype=np.float64)
+    W, b = rng.standard_normal((4, 6)), rng.standard_normal(4)
+    weights = rng.random(50)
+    expected = composed_loss_and_grads(X, W, b, y, weights, l2=0.1)
+    got = linear_softmax_cross_entropy(
+        sp.csr_matrix(X) if sparse else X,
+        W,
+        b,
+        y,
+        sample_weight=weights,
+        l2=0.1,
+        chunk_rows=chunk_rows,
+        backend=backend,
+    )
+    for g, e in zip(got, expected, strict=True):
+        assert_allclose(g, e, rtol=1e-12, atol=1e-12)
+
+
+def test_linear_kernel_gradient_matches_finite_differences():
+    rng = np.random.default_rng(1)
+    X, y = blobs(n=20, d=4, k=3, dtype=np.float64)
+    W, b = rng.standard_normal((3, 4)), rng.standard_normal(3)
+    _, dW, db = linear_softmax_cross_entropy(X, W, b, y, l2=0.3, chunk_rows=6)
+    h = 1e-6
+    for idx in np.ndindex(W.shape):
+        step = np.zeros_like(W)
+        step[idx] = h
+        up = linear_softmax_cross_entropy(X, W + step, b, y, l2=0.3)[0]
+        down = linear_softmax_cross_entropy(X, W - step, b, y, l2=0.3)[0]
+        assert_allclose(dW[idx], (up - down) / (2 * h), atol=1e-7, err_msg=f"dW{idx}")
+    for j in range(3):
+        step = np.zeros(3)
+        step[j] = h
+        up = linear_softmax_cross_entropy(X, W, b + step, y)[0]
+        down = linear_softmax_cross_entropy(X, W, b - step, y)[0]
+        assert_allclose(db[j], (up - down) / (2 * h), atol=1e-7, err_msg=f"db[{j}]")
+
+
+def test_linear_kernel_refuses_mixed_dtypes():
+    X, y = blobs(dtype=np.float64)
+    W, b = np.zeros((3, 5), np.float32), np.zeros(3, np.float32)
+    with pytest.raises(TypeError, match="X must have dtype float32"):
+        linear_softmax_cross_entropy(X, W, b, y)
