@@ -344,7 +344,6 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
         best_loss, best_score, best_params, stall = np.inf, -np.inf, None, 0
         last_good = (W.copy(), b.copy(), vW.copy(), vb.copy())
         progress = _progress(self.verbose)
-        batch_buffer = None if is_sparse(X) else np.empty((batch, n_features), X.dtype)
         try:
             for epoch in range(epochs):
                 start_time = time.perf_counter()
@@ -353,7 +352,7 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
                 correct = 0
                 for step_in_epoch, start in enumerate(range(0, n_rows, batch)):
                     rows = np.sort(order[start : start + batch])  # sorted: faster CSR/row gather
-                    X_batch = _gather_rows(X, rows, batch_buffer)
+                    X_batch = X[rows]
                     fused.reset()
                     scale = 1.0 / (len(rows) * mean_weight)
                     epoch_loss += (
@@ -523,13 +522,6 @@ def _seed(random_state):
     if isinstance(random_state, np.random.RandomState):
         return random_state.randint(2**31)
     return random_state
-
-
-def _gather_rows(X, rows, buffer):
-    """``X[rows]``, for dense X into a reused buffer (no fresh pages per minibatch)."""
-    if buffer is None:
-        return X[rows]
-    return np.take(X, rows, axis=0, out=buffer[: len(rows)])
 
 
 class _progress:

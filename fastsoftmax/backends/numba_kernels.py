@@ -236,33 +236,37 @@ def log_softmax(x, out, n_threads):
     numba.set_num_threads(caller_threads)
 
 
+@njit(fastmath=EXACT)
+def _label_row(row, label, c, label_smoothing, grad):
+    """Write ``c * (softmax(row) - target)`` into ``grad`` (may be ``row``); return the
+    unweighted loss of the row against ``label`` smoothed by ``label_smoothing``."""
+    eps = label_smoothing / row.shape[0]
+    m = _row_max(row)
+    # Read what the loss needs before the gradient overwrites the row (grad may be row).
+    true_shift = np.float64(row[label]) - m
+    smooth_shift = _shifted_sum(row, m) if label_smoothing != 0 else 0.0
+    s = _exp_sum(row, m, grad)
+    inv, off = like(c / s, m), like(c * eps, m)
+    for j in range(grad.shape[0]):
+        grad[j] = grad[j] * inv - off
+    grad[label] -= like(c * (1.0 - label_smoothing), m)
+    return np.log(s) - (1.0 - label_smoothing) * true_shift - eps * smooth_shift
+
+
 @njit(parallel=True, fastmath=EXACT)
 def cross_entropy_labels(
     logits, labels, weights, scale, label_smoothing, loss_out, grad_out, n_threads
 ):
     caller_threads = numba.get_num_threads()
     numba.set_num_threads(n_threads)
-    n_classes = logits.shape[1]
-    eps = label_smoothing / n_classes
     for i in prange(logits.shape[0]):
-        row, grad = logits[i], grad_out[i]
-        label = labels[i]
-        if label < 0:
-            grad[:] = 0
+        if labels[i] < 0:
+            grad_out[i, :] = 0
             loss_out[i] = 0.0
-            continue
-        m = _row_max(row)
-        # Read what the loss needs before the gradient overwrites the row (grad may be row).
-        true_shift = np.float64(row[label]) - m
-        smooth_shift = _shifted_sum(row, m) if label_smoothing != 0 else 0.0
-        s = _exp_sum(row, m, grad)
-        c = scale * weights[i]
-        inv, off = like(c / s, m), like(c * eps, m)
-        for j in range(n_classes):
-            grad[j] = grad[j] * inv - off
-        grad[label] -= like(c * (1.0 - label_smoothing), m)
-        loss = np.log(s) - (1.0 - label_smoothing) * true_shift - eps * smooth_shift
-        loss_out[i] = weights[i] * loss
+        else:
+            c = scale * weights[i]
+            loss = _label_row(logits[i], labels[i], c, label_smoothing, grad_out[i])
+            loss_out[i] = weights[i] * loss
     numba.set_num_threads(caller_threads)
 
 
