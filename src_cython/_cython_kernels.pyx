@@ -15,9 +15,10 @@ Design
 """
 
 from cython cimport floating
-from cython.parallel cimport prange
+from cython.parallel cimport parallel, prange
 from libc.math cimport NAN, isfinite, log
 from libc.stdint cimport int64_t
+from libc.stdlib cimport free, malloc
 from libc.string cimport memset
 
 
@@ -46,6 +47,16 @@ cdef extern from "rowops.h" nogil:
     void fs_grad_f32(float *g, float a, float b, const float *t, float c, Py_ssize_t k)
     int fs_any_nan_f64(const double *x, Py_ssize_t k)
     int fs_any_nan_f32(const float *x, Py_ssize_t k)
+    void fs_block_exp_sum_f64(const double *x, const double *m, double *out, double *s,
+                              Py_ssize_t rows, Py_ssize_t k)
+    void fs_block_exp_sum_f32(const float *x, const float *m, float *out, double *s,
+                              Py_ssize_t rows, Py_ssize_t k)
+
+# Rows shorter than NARROW are processed BLOCK rows at a time with one flat vector exp
+# (fs_block_exp_sum): per row, the vector exp would run one partial vector plus a scalar tail.
+cdef enum:
+    NARROW = 32
+    BLOCK = 64
 
 
 def build_info():
@@ -121,6 +132,18 @@ cdef inline void grad_pass(floating *g, floating a, floating b, const floating *
         fs_grad_f32(g, a, b, t, c, k)
 
 
+cdef inline void block_exp_sum(const floating *x, const floating *m, floating *out, double *s,
+                               Py_ssize_t rows, Py_ssize_t k) noexcept nogil:
+    if floating is double:
+        fs_block_exp_sum_f64(x, m, out, s, rows, k)
+    else:
+        fs_block_exp_sum_f32(x, m, out, s, rows, k)
+
+
+cdef inline Py_ssize_t n_blocks(Py_ssize_t n) noexcept nogil:
+    return (n + BLOCK - 1) // BLOCK
+
+
 cdef inline double lse_of_nonfinite_max(const floating *x, floating m,
                                         Py_ssize_t k) noexcept nogil:
     cdef bint has_nan
@@ -134,8 +157,33 @@ cdef inline double lse_of_nonfinite_max(const floating *x, floating m,
 # -- raw kernels (contract: fastsoftmax.backends) ---------------------------------------------
 
 def logsumexp(const floating[:, ::1] x, floating[::1] out, int n_threads):
-    cdef Py_ssize_t i, n = x.shape[0], k = x.shape[1]
+    cdef Py_ssize_t i, r, first, rows, blk, n = x.shape[0], k = x.shape[1]
     cdef floating m
+    cdef floating *maxima
+    cdef floating *terms
+    cdef double *sums
+    if k < NARROW:
+        with nogil, parallel(num_threads=n_threads):
+            maxima = <floating *>malloc(BLOCK * sizeof(floating))
+            terms = <floating *>malloc(BLOCK * k * sizeof(floating))
+            sums = <double *>malloc(BLOCK * sizeof(double))
+            for blk in prange(n_blocks(n), schedule="static"):
+                first = blk * BLOCK
+                rows = min(BLOCK, n - first)
+                for r in range(rows):
+                    maxima[r] = row_max(&x[first + r, 0], k)
+                block_exp_sum(&x[first, 0], maxima, terms, sums, rows, k)
+                for r in range(rows):
+                    if isfinite(maxima[r]):
+                        out[first + r] = <floating>(maxima[r] + log(sums[r]))
+                    else:
+                        out[first + r] = <floating>lse_of_nonfinite_max(
+                            &x[first + r, 0], maxima[r], k
+                        )
+            free(maxima)
+            free(terms)
+            free(sums)
+        return
     for i in prange(n, nogil=True, schedule="static", num_threads=n_threads):
         m = row_max(&x[i, 0], k)
         if isfinite(m):
@@ -145,16 +193,54 @@ def logsumexp(const floating[:, ::1] x, floating[::1] out, int n_threads):
 
 
 def softmax(const floating[:, ::1] x, floating[:, ::1] out, int n_threads):
-    cdef Py_ssize_t i, n = x.shape[0], k = x.shape[1]
+    cdef Py_ssize_t i, r, first, rows, blk, n = x.shape[0], k = x.shape[1]
     cdef floating m
+    cdef floating *maxima
+    cdef double *sums
+    if k < NARROW:
+        with nogil, parallel(num_threads=n_threads):
+            maxima = <floating *>malloc(BLOCK * sizeof(floating))
+            sums = <double *>malloc(BLOCK * sizeof(double))
+            for blk in prange(n_blocks(n), schedule="static"):
+                first = blk * BLOCK
+                rows = min(BLOCK, n - first)
+                for r in range(rows):
+                    maxima[r] = row_max(&x[first + r, 0], k)
+                block_exp_sum(&x[first, 0], maxima, &out[first, 0], sums, rows, k)
+                for r in range(rows):
+                    scale(&out[first + r, 0], <floating>(1.0 / sums[r]), k)
+            free(maxima)
+            free(sums)
+        return
     for i in prange(n, nogil=True, schedule="static", num_threads=n_threads):
         m = row_max(&x[i, 0], k)
         scale(&out[i, 0], <floating>(1.0 / exp_sum(&x[i, 0], m, &out[i, 0], k)), k)
 
 
 def log_softmax(const floating[:, ::1] x, floating[:, ::1] out, int n_threads):
-    cdef Py_ssize_t i, n = x.shape[0], k = x.shape[1]
+    cdef Py_ssize_t i, r, first, rows, blk, n = x.shape[0], k = x.shape[1]
     cdef floating m
+    cdef floating *maxima
+    cdef floating *terms
+    cdef double *sums
+    if k < NARROW:
+        with nogil, parallel(num_threads=n_threads):
+            maxima = <floating *>malloc(BLOCK * sizeof(floating))
+            terms = <floating *>malloc(BLOCK * k * sizeof(floating))
+            sums = <double *>malloc(BLOCK * sizeof(double))
+            for blk in prange(n_blocks(n), schedule="static"):
+                first = blk * BLOCK
+                rows = min(BLOCK, n - first)
+                for r in range(rows):
+                    maxima[r] = row_max(&x[first + r, 0], k)
+                block_exp_sum(&x[first, 0], maxima, terms, sums, rows, k)
+                for r in range(rows):
+                    shift(&x[first + r, 0], maxima[r], <floating>log(sums[r]),
+                          &out[first + r, 0], k)
+            free(maxima)
+            free(terms)
+            free(sums)
+        return
     for i in prange(n, nogil=True, schedule="static", num_threads=n_threads):
         m = row_max(&x[i, 0], k)
         shift(&x[i, 0], m, <floating>log(exp_sum(&x[i, 0], m, <floating *>NULL, k)),
@@ -166,31 +252,71 @@ def cross_entropy_labels(
     double scale, double label_smoothing, double[::1] loss_out, floating[:, ::1] grad_out,
     int n_threads,
 ):
-    cdef Py_ssize_t i, n = logits.shape[0], k = logits.shape[1]
+    cdef Py_ssize_t i, r, first, rows, blk, n = logits.shape[0], k = logits.shape[1]
     cdef int64_t label
     cdef floating m
-    cdef double true_shift, smooth_shift, s, c
-    cdef double eps = label_smoothing / k
+    cdef double true_shift, smooth_shift, s
+    cdef floating *maxima
+    cdef double *sums
+    cdef double *true_shifts
+    cdef double *smooth_shifts
+    if k < NARROW:
+        with nogil, parallel(num_threads=n_threads):
+            maxima = <floating *>malloc(BLOCK * sizeof(floating))
+            sums = <double *>malloc(BLOCK * sizeof(double))
+            true_shifts = <double *>malloc(BLOCK * sizeof(double))
+            smooth_shifts = <double *>malloc(BLOCK * sizeof(double))
+            for blk in prange(n_blocks(n), schedule="static"):
+                first = blk * BLOCK
+                rows = min(BLOCK, n - first)
+                # Read what the loss needs before the gradient overwrites the rows (in place).
+                for r in range(rows):
+                    maxima[r] = row_max(&logits[first + r, 0], k)
+                    label = labels[first + r]
+                    true_shifts[r] = 0.0
+                    if label >= 0:
+                        true_shifts[r] = <double>logits[first + r, label] - maxima[r]
+                    smooth_shifts[r] = 0.0
+                    if label_smoothing != 0:
+                        smooth_shifts[r] = shifted_sum(&logits[first + r, 0], maxima[r], k)
+                block_exp_sum(&logits[first, 0], maxima, &grad_out[first, 0], sums, rows, k)
+                for r in range(rows):
+                    label_row_finish(&grad_out[first + r, 0], labels[first + r],
+                                     weights[first + r], scale, label_smoothing, sums[r],
+                                     true_shifts[r], smooth_shifts[r], &loss_out[first + r], k)
+            free(maxima)
+            free(sums)
+            free(true_shifts)
+            free(smooth_shifts)
+        return
     for i in prange(n, nogil=True, schedule="static", num_threads=n_threads):
         label = labels[i]
-        if label < 0:
-            memset(&grad_out[i, 0], 0, k * sizeof(floating))
-            loss_out[i] = 0.0
-        else:
-            m = row_max(&logits[i, 0], k)
-            # Read what the loss needs before the gradient overwrites the row (in place).
+        m = row_max(&logits[i, 0], k)
+        true_shift = 0.0
+        if label >= 0:
             true_shift = <double>logits[i, label] - m
-            smooth_shift = 0.0
-            if label_smoothing != 0:
-                smooth_shift = shifted_sum(&logits[i, 0], m, k)
-            s = exp_sum(&logits[i, 0], m, &grad_out[i, 0], k)
-            c = scale * weights[i]
-            grad_pass(&grad_out[i, 0], <floating>(c / s), <floating>(c * eps),
-                      <floating *>NULL, 0, k)
-            grad_out[i, label] -= <floating>(c * (1.0 - label_smoothing))
-            loss_out[i] = weights[i] * (
-                log(s) - (1.0 - label_smoothing) * true_shift - eps * smooth_shift
-            )
+        smooth_shift = 0.0
+        if label_smoothing != 0:
+            smooth_shift = shifted_sum(&logits[i, 0], m, k)
+        s = exp_sum(&logits[i, 0], m, &grad_out[i, 0], k)
+        label_row_finish(&grad_out[i, 0], label, weights[i], scale, label_smoothing, s,
+                         true_shift, smooth_shift, &loss_out[i], k)
+
+
+cdef inline void label_row_finish(
+    floating *grad, int64_t label, double weight, double scale, double label_smoothing,
+    double s, double true_shift, double smooth_shift, double *loss, Py_ssize_t k,
+) noexcept nogil:
+    """Turn exp(x - m) in ``grad`` into the row's gradient and write its loss (0 if ignored)."""
+    cdef double eps = label_smoothing / k
+    cdef double c = scale * weight
+    if label < 0:
+        memset(grad, 0, k * sizeof(floating))
+        loss[0] = 0.0
+        return
+    grad_pass(grad, <floating>(c / s), <floating>(c * eps), <floating *>NULL, 0, k)
+    grad[label] -= <floating>(c * (1.0 - label_smoothing))
+    loss[0] = weight * (log(s) - (1.0 - label_smoothing) * true_shift - eps * smooth_shift)
 
 
 def cross_entropy_soft(

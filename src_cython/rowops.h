@@ -128,6 +128,25 @@ static inline int fs_max_threads(void) {
         for (ptrdiff_t j = 0; j < k; ++j)                                                        \
             if (isnan(x[j])) return 1;                                                           \
         return 0;                                                                                \
+    }                                                                                            \
+    /* Narrow rows: a short row leaves the vector exp mostly idle and pays a scalar tail per    \
+     * row, so a block of `rows` consecutive rows (contiguous, rows * k values) is shifted row   \
+     * by row, then exponentiated in ONE flat vector loop: out = exp(x - m[row]), s[row] = sum. \
+     * m[] must hold the row maxima (fs_row_max). */                                             \
+    static inline void fs_block_exp_sum_##SUFFIX(const T *x, const T *m, T *out, double *s,     \
+                                                 ptrdiff_t rows, ptrdiff_t k) {                  \
+        for (ptrdiff_t r = 0; r < rows; ++r) {                                                   \
+            FS_SIMD                                                                              \
+            for (ptrdiff_t j = 0; j < k; ++j) out[r * k + j] = x[r * k + j] - m[r];              \
+        }                                                                                        \
+        FS_SIMD                                                                                  \
+        for (ptrdiff_t i = 0; i < rows * k; ++i) out[i] = EXP(out[i]);                           \
+        for (ptrdiff_t r = 0; r < rows; ++r) {                                                   \
+            double sum = 0.0;                                                                    \
+            FS_SIMD_SUM(sum)                                                                     \
+            for (ptrdiff_t j = 0; j < k; ++j) sum += out[r * k + j];                             \
+            s[r] = sum;                                                                          \
+        }                                                                                        \
     }
 
 FS_DEFINE_ROWOPS(double, f64, exp)
