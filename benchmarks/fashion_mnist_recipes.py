@@ -122,6 +122,7 @@ def main() -> None:
         report("PyTorch, classic recipe", seconds, np.mean(predict(X_test) == y_test))
     for recipe, params in (("classic recipe", CLASSIC), ("defaults", {})):
         for backend in fastsoftmax.available_backends():
+
             def fit(params=params, backend=backend):
                 return SoftmaxRegression(random_state=0, backend=backend, **params).fit(X, y)
 
@@ -132,11 +133,19 @@ def main() -> None:
                 model.score(X_test, y_test),
                 f"{seconds / model.n_iter_ * 1e3:.0f} ms/epoch, {model.n_iter_} epochs",
             )
+    peak = peak_memory_mib(lambda: SoftmaxRegression(random_state=0).fit(X, y))
     print(
-        "peak memory of one default fit (cython backend, tracemalloc): "
-        f"{peak_memory_mib(lambda: SoftmaxRegression(random_state=0, backend='cython').fit(X, y)):.1f} MiB"
-        f" (the training set itself is {X.nbytes / 2**20:.0f} MiB)"
+        f"peak memory allocated by one default fit (tracemalloc): {peak:.1f} MiB "
+        f"(the training set itself is {X.nbytes / 2**20:.0f} MiB)"
     )
+    # With one feature the BLAS and kernel work per minibatch is negligible, so the time per
+    # step is the fixed cost of a minibatch: Python, dispatch and the calls themselves.
+    tiny = np.ascontiguousarray(X[:, 400:401])
+    for backend in fastsoftmax.available_backends():
+        model = SoftmaxRegression(random_state=0, backend=backend, tol=None, max_epochs=3)
+        seconds, _ = timed(lambda model=model: model.fit(tiny, y), args.repeats)
+        steps = 3 * -(-len(tiny) // model.batch_size)
+        print(f"fixed cost per minibatch, {backend}: {seconds / steps * 1e6:.0f} us")
     if args.sklearn:
         from sklearn.linear_model import LogisticRegression
 

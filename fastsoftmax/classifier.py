@@ -322,8 +322,13 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
         if self.learning_rate != "auto":
             self.learning_rate_ = float(self.learning_rate)
             return
-        squares = X.multiply(X).sum() if is_sparse(X) else np.sum(np.square(X, dtype=float))
-        self.learning_rate_ = AUTO_STEP / (1.0 + float(squares) / X.shape[0])
+        if is_sparse(X):
+            squares = float(X.multiply(X).sum())
+        else:  # by blocks of rows: no temporary the size of X
+            squares = sum(
+                float(np.vdot(X[i : i + 4096], X[i : i + 4096])) for i in range(0, X.shape[0], 4096)
+            )
+        self.learning_rate_ = AUTO_STEP / (1.0 + squares / X.shape[0])
 
     def _train(self, X, labels, weights, rng, epochs, validation, constant_lr=False):
         n_rows, n_features = X.shape
