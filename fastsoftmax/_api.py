@@ -32,6 +32,12 @@ def _detached(source: np.ndarray, target: np.ndarray) -> np.ndarray:
     return source
 
 
+def _independent(source: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """``source``, copied if it shares any memory with ``target``, even as the same view: for
+    inputs that a kernel reads after writing the output at the same index (the soft target)."""
+    return source.copy() if np.may_share_memory(source, target) else source
+
+
 class _RowsOutput:
     """An output laid out as (rows, k) C-contiguous rows, written back to ``out`` if needed.
 
@@ -293,7 +299,7 @@ def softmax_cross_entropy(
         else:
             module.cross_entropy_soft(
                 rows,
-                _detached(soft_target, grad.rows),
+                _independent(soft_target, grad.rows),
                 weights,
                 scale,
                 label_smoothing,

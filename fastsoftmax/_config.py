@@ -36,7 +36,9 @@ def _check_name(name, source: str) -> str:
 
 
 def set_backend(name: str) -> None:
-    """Choose the backend for every later call in this process (``"auto"`` restores the default).
+    """Choose the backend for every later call in this process.
+
+    ``"auto"`` restores the default: ``FASTSOFTMAX_BACKEND`` if set, else automatic choice.
 
     Parameters
     ----------
@@ -52,7 +54,8 @@ def set_backend(name: str) -> None:
     >>> fastsoftmax.set_backend("auto")
     """
     global _global_choice
-    _global_choice = _check_name(name, "backend")
+    name = _check_name(name, "backend")
+    _global_choice = None if name == "auto" else name  # back to FASTSOFTMAX_BACKEND or auto
 
 
 @contextlib.contextmanager

@@ -6,7 +6,7 @@ A backend is a module exposing :data:`RAW_KERNELS` with the signatures of
 
 * ``x``/``logits``: 2-D, C-contiguous, float32 or float64, at least one row and one column;
 * outputs are preallocated, C-contiguous, of the input's dtype (``loss_out`` is float64);
-  ``out``/``grad_out`` may be the input itself (in place), never a partial overlap;
+  ``out``/``grad_out`` may be ``x``/``logits`` itself (in place) but overlap no other input;
 * ``labels`` int64 with ``-1`` marking an ignored row; ``weights`` float64, finite, >= 0;
 * ``param``/``grad``/``velocity``: 1-D, C-contiguous, one dtype;
 * ``n_threads`` an int >= 1, already capped at the backend's ``max_threads()``.

@@ -1,0 +1,44 @@
+"""Fixtures shared by the test suite: the backend under test, and a seeded random generator.
+
+A backend that is not built here is skipped, unless ``FASTSOFTMAX_REQUIRE_ALL_BACKENDS=1`` (set by
+CI), where it fails: CI must never pass by silently testing fewer backends.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+import fastsoftmax
+from fastsoftmax import backends
+
+ALL_BACKENDS = ("numpy", "numba", "cython")
+REQUIRE_ALL_BACKENDS = os.environ.get("FASTSOFTMAX_REQUIRE_ALL_BACKENDS") == "1"
+
+
+@pytest.fixture(params=ALL_BACKENDS)
+def backend(request) -> str:
+    """Name of each backend in turn; skipped (or, in CI, failed) when it is not available."""
+    name = request.param
+    if name not in fastsoftmax.available_backends():
+        try:
+            backends.load(name)
+            reason = f"backend {name!r} is not available"
+        except ValueError as exc:
+            reason = str(exc)
+        if REQUIRE_ALL_BACKENDS:
+            pytest.fail(f"FASTSOFTMAX_REQUIRE_ALL_BACKENDS=1 but {reason}", pytrace=False)
+        pytest.skip(reason)
+    return name
+
+
+@pytest.fixture(params=[np.float32, np.float64], ids=["float32", "float64"])
+def dtype(request) -> type:
+    return request.param
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(12345)
