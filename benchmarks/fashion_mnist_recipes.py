@@ -81,13 +81,17 @@ def torch_classic(X, y, n_classes, epochs=10, batch=256, lr=0.1, seed=0):
     return predict
 
 
-def timed(fit, repeats):
-    times, result = [], None
+def interleaved(fits: dict, repeats: int) -> dict:
+    """Median seconds and the last result of each fit, run in rounds (one of each per round)
+    so that a noisy phase of the shared machine hits every recipe alike."""
+    times = {name: [] for name in fits}
+    results = {}
     for _ in range(repeats):
-        start = time.perf_counter()
-        result = fit()
-        times.append(time.perf_counter() - start)
-    return float(np.median(times)), result
+        for name, fit in fits.items():
+            start = time.perf_counter()
+            results[name] = fit()
+            times[name].append(time.perf_counter() - start)
+    return {name: (float(np.median(times[name])), results[name]) for name in fits}
 
 
 def peak_memory_mib(fit) -> float:
@@ -109,30 +113,22 @@ def main() -> None:
     X, y, X_test, y_test = load_fashion_mnist(args.path)
     fastsoftmax.warmup()
     print(f"Fashion-MNIST train {X.shape} {X.dtype}, test {X_test.shape}; median of {args.repeats}")
-    rows = []
-
-    def report(name, seconds, accuracy, extra=""):
-        rows.append((name, seconds, accuracy))
-        print(f"{name:<34} fit {seconds:6.2f} s  test accuracy {accuracy:.4f}  {extra}", flush=True)
-
-    seconds, predict = timed(lambda: numpy_classic(X, y, 10), args.repeats)
-    report("plain NumPy, classic recipe", seconds, np.mean(predict(X_test) == y_test))
+    fits = {"plain NumPy, classic recipe": lambda: numpy_classic(X, y, 10)}
     if args.torch:
-        seconds, predict = timed(lambda: torch_classic(X, y, 10), args.repeats)
-        report("PyTorch, classic recipe", seconds, np.mean(predict(X_test) == y_test))
+        fits["PyTorch, classic recipe"] = lambda: torch_classic(X, y, 10)
     for recipe, params in (("classic recipe", CLASSIC), ("defaults", {})):
         for backend in fastsoftmax.available_backends():
-
-            def fit(params=params, backend=backend):
-                return SoftmaxRegression(random_state=0, backend=backend, **params).fit(X, y)
-
-            seconds, model = timed(fit, args.repeats)
-            report(
-                f"SoftmaxRegression {backend}, {recipe}",
-                seconds,
-                model.score(X_test, y_test),
-                f"{seconds / model.n_iter_ * 1e3:.0f} ms/epoch, {model.n_iter_} epochs",
-            )
+            name = f"SoftmaxRegression {backend}, {recipe}"
+            fits[name] = lambda params=params, backend=backend: SoftmaxRegression(
+                random_state=0, backend=backend, **params
+            ).fit(X, y)
+    for name, (seconds, result) in interleaved(fits, args.repeats).items():
+        if isinstance(result, SoftmaxRegression):
+            accuracy = result.score(X_test, y_test)
+            extra = f"{seconds / result.n_iter_ * 1e3:.0f} ms/epoch, {result.n_iter_} epochs"
+        else:
+            accuracy, extra = np.mean(result(X_test) == y_test), ""
+        print(f"{name:<40} fit {seconds:6.2f} s  test accuracy {accuracy:.4f}  {extra}")
     peak = peak_memory_mib(lambda: SoftmaxRegression(random_state=0).fit(X, y))
     print(
         f"peak memory allocated by one default fit (tracemalloc): {peak:.1f} MiB "
@@ -141,16 +137,25 @@ def main() -> None:
     # With one feature the BLAS and kernel work per minibatch is negligible, so the time per
     # step is the fixed cost of a minibatch: Python, dispatch and the calls themselves.
     tiny = np.ascontiguousarray(X[:, 400:401])
-    for backend in fastsoftmax.available_backends():
-        model = SoftmaxRegression(random_state=0, backend=backend, tol=None, max_epochs=3)
-        seconds, _ = timed(lambda model=model: model.fit(tiny, y), args.repeats)
-        steps = 3 * -(-len(tiny) // model.batch_size)
+    tiny_fits = {
+        backend: lambda backend=backend: SoftmaxRegression(
+            random_state=0, backend=backend, tol=None, max_epochs=3
+        ).fit(tiny, y)
+        for backend in fastsoftmax.available_backends()
+    }
+    steps = 3 * -(-len(tiny) // 256)
+    for backend, (seconds, _) in interleaved(tiny_fits, args.repeats).items():
         print(f"fixed cost per minibatch, {backend}: {seconds / steps * 1e6:.0f} us")
     if args.sklearn:
         from sklearn.linear_model import LogisticRegression
 
-        seconds, model = timed(lambda: LogisticRegression(max_iter=1000).fit(X, y), 1)
-        report("scikit-learn LogisticRegression", seconds, model.score(X_test, y_test))
+        start = time.perf_counter()
+        model = LogisticRegression(max_iter=1000).fit(X, y)
+        seconds = time.perf_counter() - start
+        print(
+            f"{'scikit-learn LogisticRegression':<40} fit {seconds:6.2f} s  "
+            f"test accuracy {model.score(X_test, y_test):.4f}"
+        )
 
 
 if __name__ == "__main__":

@@ -309,7 +309,7 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
         dtype = np.dtype(self.dtype)
         self.coef_ = (0.01 * rng.standard_normal((n_classes, n_features))).astype(dtype)
         self.intercept_ = np.zeros(n_classes, dtype)
-        self._velocity = (np.zeros_like(self.coef_), np.zeros_like(self.intercept_))
+        self._velocity = (np.zeros_like(self.coef_.T, order="C"), np.zeros_like(self.intercept_))
 
     def _step_size(self, step: int, total_steps: int, steps_per_epoch: int) -> float:
         if self.schedule == "constant":
@@ -331,6 +331,12 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
         self.learning_rate_ = AUTO_STEP / (1.0 + squares / X.shape[0])
 
     def _train(self, X, labels, weights, rng, epochs, validation, constant_lr=False):
+        """Run up to ``epochs`` epochs of minibatch SGD from the current weights.
+
+        The weights are trained as ``Wt = coef_.T`` (the fast BLAS layout, see
+        ``LinearCrossEntropy``) and copied to ``coef_``/``intercept_`` after each finished
+        epoch, so an interruption or a divergence leaves the last finished epoch's model.
+        """
         n_rows, n_features = X.shape
         n_classes = len(self.classes_)
         batch = min(self.batch_size, n_rows)
@@ -340,14 +346,14 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
         sgd, sgd_threads = kernel_module(
             "sgd_update", self.backend, self.coef_.size, self.n_threads
         )
-        fused.track_predictions = bool(self.verbose)
-        W, b = self.coef_, self.intercept_
-        vW, vb = self._velocity
+        Wt, b = np.ascontiguousarray(self.coef_.T), self.intercept_.copy()
+        vWt, vb = self._velocity
+        velocity_at_epoch_start = (vWt.copy(), vb.copy())
+        unweighted = bool(np.all(weights == 1))
+        mean_weight = float(weights.mean())
         steps_per_epoch = -(-n_rows // batch)
         total_steps = epochs * steps_per_epoch
-        mean_weight = float(weights.mean())
         best_loss, best_score, best_params, stall = np.inf, -np.inf, None, 0
-        last_good = (W.copy(), b.copy(), vW.copy(), vb.copy())
         progress = _progress(self.verbose)
         try:
             for epoch in range(epochs):
@@ -356,13 +362,18 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
                 epoch_loss = 0.0
                 correct = 0
                 for step_in_epoch, start in enumerate(range(0, n_rows, batch)):
-                    rows = np.sort(order[start : start + batch])  # sorted: faster CSR/row gather
-                    X_batch = X[rows]
-                    fused.reset()
+                    rows = np.sort(order[start : start + batch])  # sorted: faster row gather
                     scale = 1.0 / (len(rows) * mean_weight)
-                    epoch_loss += (
-                        fused.accumulate(X_batch, W, b, labels[rows], weights[rows], scale) * scale
+                    batch_loss = fused.gradients(
+                        X[rows],
+                        Wt,
+                        b,
+                        labels[rows],
+                        None if unweighted else weights[rows],
+                        scale,
+                        predict=bool(self.verbose),
                     )
+                    epoch_loss += batch_loss * scale
                     if self.verbose:
                         correct += int(np.sum(fused.predicted == labels[rows]))
                     step = epoch * steps_per_epoch + step_in_epoch
@@ -371,24 +382,24 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
                         if constant_lr
                         else self._step_size(step, total_steps, steps_per_epoch)
                     )
-                    self._sgd_step(sgd, sgd_threads, lr, W, fused.dW, vW, self.l2)
+                    self._sgd_step(sgd, sgd_threads, lr, Wt, fused.dWt, vWt, self.l2)
                     self._sgd_step(sgd, sgd_threads, lr, b, fused.db, vb, 0.0)
                     progress.batch(step_in_epoch, steps_per_epoch)
                 mean_loss = epoch_loss / steps_per_epoch
                 # Guessing uniformly costs log(k): a mean loss 100 times that, or a non-finite
                 # one, means the steps are too large and the weights are running away.
-                diverged = not mean_loss <= 100 * math.log(n_classes)
-                if diverged or not np.all(np.isfinite(W)):
-                    W[...], b[...], vW[...], vb[...] = last_good
+                if not mean_loss <= 100 * math.log(n_classes) or not np.all(np.isfinite(Wt)):
                     raise FloatingPointError(
                         f"training diverged in epoch {self.n_iter_ + 1} (loss {mean_loss}); "
-                        f"the model keeps the weights of the last finite epoch. Lower "
+                        f"the model keeps the weights of the last finished epoch. Lower "
                         f"learning_rate (now {self.learning_rate_:g}) or scale the features."
                     )
-                last_good = (W.copy(), b.copy(), vW.copy(), vb.copy())
+                self.coef_[...] = Wt.T
+                self.intercept_[...] = b
+                velocity_at_epoch_start = (vWt.copy(), vb.copy())
                 self.n_iter_ += 1
                 self.loss_curve_.append(
-                    mean_loss + 0.5 * self.l2 * float(np.sum(np.square(W, dtype=float)))
+                    mean_loss + 0.5 * self.l2 * float(np.sum(np.square(Wt, dtype=float)))
                 )
                 message = f"epoch {self.n_iter_}: loss {self.loss_curve_[-1]:.4f}"
                 if self.verbose:
@@ -402,7 +413,8 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
                 if validation is not None:
                     improved = self.validation_scores_[-1] > best_score + self.tol
                     if self.validation_scores_[-1] > best_score:
-                        best_score, best_params = self.validation_scores_[-1], last_good
+                        best_score = self.validation_scores_[-1]
+                        best_params = (self.coef_.copy(), self.intercept_.copy())
                 else:
                     improved = self.loss_curve_[-1] < best_loss - self.tol
                     best_loss = min(best_loss, self.loss_curve_[-1])
@@ -410,7 +422,6 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
                 if stall >= self.n_iter_no_change:
                     break
         except KeyboardInterrupt:
-            W[...], b[...], vW[...], vb[...] = last_good
             warnings.warn(
                 f"fit interrupted: the model keeps the weights of epoch {self.n_iter_}",
                 RuntimeWarning,
@@ -418,9 +429,11 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
             )
             raise
         finally:
+            # Momentum that matches the kept weights, for later partial_fit/warm_start calls.
+            vWt[...], vb[...] = velocity_at_epoch_start
             progress.close()
         if best_params is not None:
-            W[...], b[...] = best_params[0], best_params[1]
+            self.coef_[...], self.intercept_[...] = best_params
 
     def _sgd_step(self, sgd, threads, lr, param, grad, velocity, weight_decay):
         if self.momentum == 0:
@@ -518,7 +531,7 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
             model.loss_curve_ = data["loss_curve"].tolist()
         model.n_features_in_ = model.coef_.shape[1]
         model.validation_scores_ = []
-        model._velocity = (np.zeros_like(model.coef_), np.zeros_like(model.intercept_))
+        model._velocity = (np.zeros_like(model.coef_.T, order="C"), np.zeros_like(model.intercept_))
         model._partial_rng = np.random.default_rng(_seed(model.random_state))
         return model
 
