@@ -12,6 +12,7 @@ from fastsoftmax._config import get_backend, resolve_backend, set_backend, use_b
 from fastsoftmax._linear import linear_softmax_cross_entropy
 from fastsoftmax._warmup import warmup
 from fastsoftmax.backends import available_backends
+from fastsoftmax.benchmark import bench
 
 __version__ = "0.1.0"
 
@@ -28,6 +29,7 @@ def __getattr__(name: str):
 __all__ = [
     "SoftmaxRegression",
     "available_backends",
+    "bench",
     "get_backend",
     "linear_softmax_cross_entropy",
     "log_softmax",

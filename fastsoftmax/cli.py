@@ -1,48 +1,105 @@
-"""Command line: ``python -m fastsoftmax info`` (or the ``fastsoftmax`` script)."""
+"""Command line: ``python -m fastsoftmax info`` and ``bench`` (or the ``fastsoftmax`` script)."""
 
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import sys
 
-import numpy as np
-
 import fastsoftmax
-from fastsoftmax import backends
-from fastsoftmax._config import ENV_VAR, resolve_backend
+from fastsoftmax import train
+
+# Re-exported: `info` printed this from here before it moved next to the bench's header.
+from fastsoftmax.benchmark import environment_report
+
+__all__ = ["environment_report", "main"]
 
 
-def environment_report() -> str:
-    lines = [
-        f"fastsoftmax {fastsoftmax.__version__}  python {platform.python_version()}  "
-        f"numpy {np.__version__}  {platform.machine()}  {os.cpu_count()} CPUs",
-        f"backend setting: {fastsoftmax.get_backend()!r} ({ENV_VAR}="
-        f"{os.environ.get(ENV_VAR, '')!r}); auto runs on {resolve_backend('auto')!r}",
-    ]
-    for name in backends.BACKENDS:
-        try:
-            module = backends.load(name)
-        except ValueError as exc:
-            lines.append(f"  {name:<7} MISSING: {exc}")
-            continue
-        detail = f"max_threads={module.max_threads()}"
-        if name == "numba":
-            import numba
+def _comma_list(text: str) -> list[str]:
+    return [item.strip() for item in text.split(",") if item.strip()]
 
-            detail += (
-                f", numba {numba.__version__}, threading layer "
-                f"{numba.config.THREADING_LAYER!r}, SVML {numba.config.USING_SVML}"
-            )
-        if name == "cython":
-            info = module.build_info()
-            detail += (
-                f", flags '{info['flags']}', OpenMP {info['openmp']}, "
-                f"libmvec vector exp {info['libmvec']}"
-            )
-        lines.append(f"  {name:<7} ok: {detail}")
-    return "\n".join(lines)
+
+def _add_bench_arguments(parser: argparse.ArgumentParser) -> None:
+    from fastsoftmax.benchmark import EPOCH, KERNELS, parse_shapes
+
+    parser.add_argument(
+        "--quick", action="store_true", help="small shapes, float32, 3 rounds (< 30 s)"
+    )
+    parser.add_argument(
+        "--compare-peers",
+        action="store_true",
+        help="add SciPy, PyTorch and JAX where installed",
+    )
+    parser.add_argument(
+        "--kernels",
+        type=_comma_list,
+        metavar="K,K",
+        help=f"some of {', '.join((*KERNELS, EPOCH))} (default all)",
+    )
+    parser.add_argument(
+        "--shapes",
+        type=parse_shapes,
+        metavar="RxC,N",
+        help="e.g. 4096x1000,64x10,7850: ROWSxCLASSES for the row kernels, a size N for sgd_update",
+    )
+    parser.add_argument(
+        "--dtype",
+        type=_comma_list,
+        metavar="D,D",
+        help="float32, float64 or both comma-separated (default both; float32 with --quick)",
+    )
+    parser.add_argument(
+        "--impls",
+        type=_comma_list,
+        metavar="I,I",
+        help="only these implementations, e.g. numpy,cython,torch",
+    )
+    parser.add_argument(
+        "--threads", type=int, metavar="N", help="n_threads for the kernels and PyTorch"
+    )
+    parser.add_argument(
+        "--rounds", type=int, metavar="N", help="samples per implementation (default 7)"
+    )
+    parser.add_argument(
+        "--min-time",
+        type=float,
+        metavar="SECONDS",
+        help="each sample lasts at least this long (default 0.02)",
+    )
+    parser.add_argument(
+        "--ceiling-mib",
+        type=int,
+        metavar="MIB",
+        help="size of the np.copyto measuring the memory ceiling (default 256)",
+    )
+    parser.add_argument("--json", metavar="PATH", help="also write the report as JSON")
+    parser.add_argument(
+        "--plot", metavar="PATH.png", help="also plot GB/s per implementation (matplotlib)"
+    )
+
+
+def _run_bench(args: argparse.Namespace) -> int:
+    from fastsoftmax.benchmark import bench
+
+    if args.threads is not None and args.threads < 1:
+        raise SystemExit("--threads must be at least 1")
+    try:
+        bench(
+            args.kernels,
+            args.shapes,
+            args.dtype,
+            implementations=args.impls,
+            compare_peers=args.compare_peers,
+            n_threads=args.threads,
+            rounds=args.rounds,
+            min_time=args.min_time,
+            quick=args.quick,
+            ceiling_mib=args.ceiling_mib,
+            json_path=args.json,
+            plot_path=args.plot,
+        )
+    except (ValueError, TypeError, ImportError) as exc:
+        raise SystemExit(f"fastsoftmax bench: {exc}") from exc
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -52,6 +109,19 @@ def main(argv: list[str] | None = None) -> int:
         "info", help="backends, build flags, and a quick speed comparison of the backends"
     )
     info.add_argument("--no-timing", action="store_true", help="skip the speed comparison")
+    bench = commands.add_parser(
+        "bench",
+        help="time every kernel against NumPy (and peers), with GB/s and the memory ceiling",
+        description="Median time, spread, GB/s, % of the memory ceiling and speed-up over the "
+        "NumPy reference, per kernel x dtype x shape x implementation.",
+    )
+    _add_bench_arguments(bench)
+    train.add_arguments(
+        commands.add_parser(
+            "train",
+            help="fit a SoftmaxRegression (digits by default) and report accuracy and time",
+        )
+    )
     args = parser.parse_args(argv)
 
     if args.command == "info":
@@ -66,6 +136,10 @@ def main(argv: list[str] | None = None) -> int:
             )
             print("\nmedian of 7 interleaved rounds, outputs preallocated:")
             print(format_table(compare()))
+    if args.command == "bench":
+        return _run_bench(args)
+    if args.command == "train":
+        return train.run(args)
     return 0
 
 

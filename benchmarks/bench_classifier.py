@@ -1,0 +1,59 @@
+"""asv suite: SoftmaxRegression accuracy (tracked) and one Fashion-MNIST epoch (timed).
+
+The accuracy uses scikit-learn's bundled digits, so it runs offline everywhere; the epoch runs
+only where Fashion-MNIST is found (``FASTSOFTMAX_DATA`` or ``shared/data`` beside the checkout)
+and is skipped elsewhere.
+"""
+
+from __future__ import annotations
+
+from fastsoftmax import benchmark as fb
+from fastsoftmax.backends import available_backends
+
+from . import common
+
+BACKENDS = tuple(available_backends())
+
+
+class ClassifierAccuracy:
+    params = (BACKENDS,)
+    param_names = ("backend",)
+    timeout = 300
+
+    def setup(self, backend):
+        from fastsoftmax.datasets import load_digits
+
+        self.data = load_digits()
+
+    def track_digits_accuracy(self, backend):
+        """Test accuracy of a default fit (seeded): a drop flags a numerical regression."""
+        from fastsoftmax.classifier import SoftmaxRegression
+
+        X_train, y_train, X_test, y_test = self.data
+        model = SoftmaxRegression(random_state=0, backend=backend).fit(X_train, y_train)
+        return model.score(X_test, y_test)
+
+    track_digits_accuracy.unit = "accuracy"
+
+
+class ClassifierEpoch:
+    params = (BACKENDS, common.THREADS)
+    param_names = ("backend", "threads")
+    timeout = 600
+    # One epoch takes seconds: three single-call samples, no warm-up beyond setup's call.
+    number = 1
+    repeat = (2, 3, 30.0)
+    warmup_time = 0
+
+    def setup(self, backend, threads):
+        from fastsoftmax.datasets import default_fashion_mnist_path
+
+        if default_fashion_mnist_path() is None:
+            raise NotImplementedError("Fashion-MNIST not found (set FASTSOFTMAX_DATA)")
+        self.run = fb.make_runner(fb.EPOCH, backend, (), "float32", "alloc", threads)
+        if self.run is None or (threads > 1 and backend == "numpy"):
+            raise NotImplementedError(f"{backend} with {threads} threads is not timed")
+        self.run()  # compile (Numba) outside the timing
+
+    def time_epoch(self, backend, threads):
+        self.run()

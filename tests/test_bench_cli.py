@@ -1,0 +1,109 @@
+"""`fastsoftmax bench` and `fastsoftmax.benchmark.bench` on tiny shapes: a table and valid JSON."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from fastsoftmax import _peers, benchmark
+from fastsoftmax.cli import main
+
+TINY = {"rounds": 1, "min_time": 0.0005, "ceiling_mib": 4, "verbose": False}
+
+
+def test_bench_has_a_row_per_implementation_and_mode():
+    report = benchmark.bench(
+        ["softmax", "logsumexp", "sgd_update"], [(16, 5), (40,)], ["float32"],
+        implementations=["numpy"], **TINY,
+    )  # fmt: skip
+    rows = {(r["kernel"], tuple(r["shape"]), r["mode"]) for r in report.results}
+    assert rows == {
+        ("softmax", (16, 5), "alloc"),
+        ("softmax", (16, 5), "out"),
+        ("logsumexp", (16, 5), "alloc"),  # no out= in the public logsumexp
+        ("sgd_update", (40,), "out"),  # 1-D sizes go to sgd_update only
+    }
+    for row in report.results:
+        assert row["median_s"] > 0 and row["gbps"] > 0 and row["speedup_vs_numpy"] == 1.0
+    table = report.table()
+    assert "softmax | float32 | 16x5" in table and "sgd_update | float32 | 40 " in table
+    assert "memory ceiling" in str(report)
+
+
+def test_cli_prints_the_table_and_writes_valid_json(tmp_path, capsys):
+    path = tmp_path / "bench.json"
+    argv = ["bench", "--kernels", "log_softmax,softmax_cross_entropy", "--shapes", "8x3",
+            "--dtype", "float64", "--impls", "numpy", "--rounds", "2", "--min-time", "0.0005",
+            "--ceiling-mib", "4", "--json", str(path)]  # fmt: skip
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "log_softmax | float64 | 8x3" in printed
+    assert "softmax_cross_entropy | float64 | 8x3" in printed
+    assert "memory ceiling: np.copyto of 4 MiB" in printed
+    report = json.loads(path.read_text())
+    assert {"environment", "settings", "ceiling", "results"} <= set(report)
+    assert report["ceiling"]["gbps"] > 0
+    assert {(r["kernel"], r["mode"]) for r in report["results"]} == {
+        ("log_softmax", "alloc"),
+        ("log_softmax", "out"),
+        ("softmax_cross_entropy", "alloc"),
+        ("softmax_cross_entropy", "out"),
+    }
+    assert all(len(r["samples_s"]) == 2 for r in report["results"])
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--kernels", "softmaxx"], "unknown kernels ['softmaxx']"),
+        (["--impls", "nothing"], "no implementation to time"),
+    ],
+)
+def test_cli_rejects_bad_choices_with_a_message(argv, message):
+    with pytest.raises(SystemExit, match=message.replace("[", r"\[").replace("]", r"\]")):
+        main(["bench", "--shapes", "4x3", *argv])
+
+
+def test_shapes_must_be_rows_x_columns_or_a_size():
+    assert benchmark.parse_shapes("4096x1000,7850") == [(4096, 1000), (7850,)]
+    with pytest.raises(ValueError, match="like 4096x1000"):
+        benchmark.parse_shapes("4096xx")
+    with pytest.raises(SystemExit):  # argparse reports the bad --shapes value
+        main(["bench", "--shapes", "0x3"])
+
+
+@pytest.mark.parametrize("kernel", ["logsumexp", "softmax", "log_softmax"])
+def test_every_registered_implementation_agrees_with_numpy(kernel):
+    # Peers are optional: only the installed ones are registered, and each must compute the
+    # same function on the shared inputs (a wrong axis or dtype in an adapter shows here).
+    table = benchmark.registry(peers=True)
+    data = benchmark.case_inputs(kernel, (5, 7), "float64")[0]
+    expected = np.asarray(table[kernel]["numpy"](data, "alloc")())
+    for name, entry in table[kernel].items():
+        run = entry(data, "alloc", 1)
+        if run is None:  # e.g. JAX without float64 enabled
+            continue
+        np.testing.assert_allclose(
+            np.asarray(run()), expected, rtol=1e-12, atol=1e-12, err_msg=f"{kernel} by {name}"
+        )
+
+
+def test_missing_peers_are_reported_not_required(monkeypatch):
+    monkeypatch.setattr(_peers, "is_installed", lambda name: False)
+    assert all(
+        value.startswith("not installed (pip install") for value in _peers.versions().values()
+    )
+    table = benchmark.registry(peers=True)
+    assert set(table["softmax"]) <= {"numpy", "numba", "cython"}
+
+
+def test_plot_is_written(tmp_path):
+    pytest.importorskip("matplotlib")
+    report = benchmark.bench(
+        ["softmax"], [(16, 5), (64, 10)], ["float32"], implementations=["numpy"], **TINY
+    )
+    path = tmp_path / "gbps.png"
+    report.plot(path)
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
