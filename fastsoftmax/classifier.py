@@ -202,6 +202,19 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
             ensure_all_finite=True,
         )
 
+    def _validate_Xy(self, X, y, reset: bool):
+        X, y = validate_data(
+            self,
+            X,
+            y,
+            accept_sparse="csr",
+            dtype=np.dtype(self.dtype),
+            reset=reset,
+            ensure_all_finite=True,
+        )
+        check_classification_targets(y)
+        return X, y
+
     # -- training ------------------------------------------------------------------------------
 
     def fit(self, X, y, sample_weight=None):
@@ -212,16 +225,7 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
         self
         """
         self._check_params()
-        X, y = validate_data(
-            self,
-            X,
-            y,
-            accept_sparse="csr",
-            dtype=np.dtype(self.dtype),
-            reset=True,
-            ensure_all_finite=True,
-        )
-        check_classification_targets(y)
+        X, y = self._validate_Xy(X, y, reset=True)
         classes, labels = np.unique(y, return_inverse=True)
         if len(classes) < 2:
             raise ValueError(
@@ -265,16 +269,7 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
         first_call = not hasattr(self, "coef_")
         if first_call and classes is None:
             raise ValueError("classes must be given on the first call to partial_fit")
-        X, y = validate_data(
-            self,
-            X,
-            y,
-            accept_sparse="csr",
-            dtype=np.dtype(self.dtype),
-            reset=first_call,
-            ensure_all_finite=True,
-        )
-        check_classification_targets(y)
+        X, y = self._validate_Xy(X, y, reset=first_call)
         if first_call:
             self.classes_ = np.unique(np.asarray(classes))
             if len(self.classes_) < 2:

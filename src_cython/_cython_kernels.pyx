@@ -140,6 +140,15 @@ cdef inline void block_exp_sum(const floating *x, const floating *m, floating *o
         fs_block_exp_sum_f32(x, m, out, s, rows, k)
 
 
+cdef inline void block_max_exp_sum(const floating *x, floating *maxima, floating *terms,
+                                   double *sums, Py_ssize_t rows, Py_ssize_t k) noexcept nogil:
+    """Row maxima of a block of ``rows`` rows, then its exp(x - max) terms and row sums."""
+    cdef Py_ssize_t r
+    for r in range(rows):
+        maxima[r] = row_max(x + r * k, k)
+    block_exp_sum(x, maxima, terms, sums, rows, k)
+
+
 cdef inline Py_ssize_t n_blocks(Py_ssize_t n) noexcept nogil:
     return (n + BLOCK - 1) // BLOCK
 
@@ -170,9 +179,7 @@ def logsumexp(const floating[:, ::1] x, floating[::1] out, int n_threads):
             for blk in prange(n_blocks(n), schedule="static"):
                 first = blk * BLOCK
                 rows = min(BLOCK, n - first)
-                for r in range(rows):
-                    maxima[r] = row_max(&x[first + r, 0], k)
-                block_exp_sum(&x[first, 0], maxima, terms, sums, rows, k)
+                block_max_exp_sum(&x[first, 0], maxima, terms, sums, rows, k)
                 for r in range(rows):
                     if isfinite(maxima[r]):
                         out[first + r] = <floating>(maxima[r] + log(sums[r]))
@@ -204,9 +211,7 @@ def softmax(const floating[:, ::1] x, floating[:, ::1] out, int n_threads):
             for blk in prange(n_blocks(n), schedule="static"):
                 first = blk * BLOCK
                 rows = min(BLOCK, n - first)
-                for r in range(rows):
-                    maxima[r] = row_max(&x[first + r, 0], k)
-                block_exp_sum(&x[first, 0], maxima, &out[first, 0], sums, rows, k)
+                block_max_exp_sum(&x[first, 0], maxima, &out[first, 0], sums, rows, k)
                 for r in range(rows):
                     scale(&out[first + r, 0], <floating>(1.0 / sums[r]), k)
             free(maxima)
@@ -231,9 +236,7 @@ def log_softmax(const floating[:, ::1] x, floating[:, ::1] out, int n_threads):
             for blk in prange(n_blocks(n), schedule="static"):
                 first = blk * BLOCK
                 rows = min(BLOCK, n - first)
-                for r in range(rows):
-                    maxima[r] = row_max(&x[first + r, 0], k)
-                block_exp_sum(&x[first, 0], maxima, terms, sums, rows, k)
+                block_max_exp_sum(&x[first, 0], maxima, terms, sums, rows, k)
                 for r in range(rows):
                     shift(&x[first + r, 0], maxima[r], <floating>log(sums[r]),
                           &out[first + r, 0], k)
