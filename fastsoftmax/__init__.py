@@ -12,17 +12,21 @@ from fastsoftmax._config import get_backend, resolve_backend, set_backend, use_b
 from fastsoftmax._linear import linear_softmax_cross_entropy
 from fastsoftmax._warmup import warmup
 from fastsoftmax.backends import available_backends
-from fastsoftmax.benchmark import bench
 
 __version__ = "0.1.0"
 
 
 def __getattr__(name: str):
-    # The classifier needs scikit-learn: import it on first use, not with the kernels.
+    # The classifier (scikit-learn) and the benchmark harness are imported on first use, so
+    # that `import fastsoftmax` pays only for the kernels.
     if name == "SoftmaxRegression":
         from fastsoftmax.classifier import SoftmaxRegression
 
         return SoftmaxRegression
+    if name == "bench":
+        from fastsoftmax.benchmark import bench
+
+        return bench
     raise AttributeError(f"module 'fastsoftmax' has no attribute {name!r}")
 
 
