@@ -1,8 +1,20 @@
-"""Build the Cython extension: OpenMP when the compiler has it, never -ffast-math.
+"""Build the Cython extension: portable by default, wider instructions chosen at run time.
+
+One source (``src_cython/_cython_kernels.pyx``) is compiled into up to three modules:
+
+* ``_cython_kernels``: the compiler's default target (any x86-64, aarch64, ...);
+* ``_cython_kernels_x86_64_v3``: ``-march=x86-64-v3`` (AVX2 + FMA), x86-64 only;
+* ``_cython_kernels_x86_64_v4``: ``-march=x86-64-v4`` (AVX-512), x86-64 only.
+
+``fastsoftmax.backends.cython_kernels`` imports the widest one this CPU runs. The wide variants
+matter because glibc's vector exp (libmvec) has 2-lane SSE2, 4-lane AVX2 and 8-lane AVX-512
+versions and the loops pick the one their target allows: about 2x between baseline and v3/v4
+(see the README, "Build variants"). Never ``-ffast-math`` (it sets flush-to-zero process-wide).
 
 Environment:
-  FASTSOFTMAX_PORTABLE=1   compile for the generic CPU baseline instead of -march=native
-                           (set it when building a wheel for other machines).
+  FASTSOFTMAX_DEBUG=1   one module only, for memory-safety testing: Cython bounds, wraparound
+                        and initialisation checks on, -O1 -g, and AddressSanitizer when the
+                        compiler has it (run it with libasan preloaded, see .ci/memory-safety).
 """
 
 import os
@@ -13,6 +25,14 @@ import warnings
 from Cython.Build import cythonize
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
+
+MODULE = "fastsoftmax.backends._cython_kernels"
+SOURCE = "src_cython/_cython_kernels.pyx"
+WIDE_VARIANTS = {"x86_64_v3": "-march=x86-64-v3", "x86_64_v4": "-march=x86-64-v4"}
+DEBUG = os.environ.get("FASTSOFTMAX_DEBUG", "0") not in ("", "0")
+
+RELEASE_DIRECTIVES = {"boundscheck": False, "wraparound": False, "initializedcheck": False}
+DEBUG_DIRECTIVES = {"boundscheck": True, "wraparound": True, "initializedcheck": True}
 
 OPENMP_PROBE = textwrap.dedent(
     """
@@ -25,6 +45,7 @@ OPENMP_PROBE = textwrap.dedent(
     }
     """
 )
+EMPTY_PROGRAM = "int main(void) { return 0; }"
 
 
 def _compiles(compiler, source: str, flags: list[str]) -> bool:
@@ -46,40 +67,63 @@ class BuildExt(build_ext):
         if self.compiler.compiler_type == "msvc":
             compile_flags, link_flags = ["/O2", "/openmp"], []
         else:
-            compile_flags, link_flags = ["-O3", "-fno-math-errno"], ["-lm"]
-            if os.environ.get("FASTSOFTMAX_PORTABLE", "0") in ("", "0") and _compiles(
-                self.compiler, "int main(void) { return 0; }", ["-march=native"]
-            ):
-                compile_flags.append("-march=native")
-            if _compiles(self.compiler, OPENMP_PROBE, ["-fopenmp"]):
-                compile_flags.append("-fopenmp")
-                link_flags.append("-fopenmp")
-            else:
-                warnings.warn(
-                    "fastsoftmax: the C compiler has no OpenMP; the Cython backend is built "
-                    "SERIAL (n_threads is ignored). Install an OpenMP runtime (libgomp/libomp) "
-                    "and reinstall to get threads.",
-                    stacklevel=1,
-                )
-                print("*** fastsoftmax: building the Cython backend WITHOUT OpenMP ***")
-        build_flags = " ".join(compile_flags)
+            compile_flags, link_flags = self._unix_flags()
+        built = []
         for ext in self.extensions:
-            ext.extra_compile_args = compile_flags
+            variant = ext.name.removeprefix(MODULE).removeprefix("_") or "baseline"
+            extra = [WIDE_VARIANTS[variant]] if variant in WIDE_VARIANTS else []
+            if extra and (
+                self.compiler.compiler_type == "msvc"
+                or not _compiles(self.compiler, EMPTY_PROGRAM, extra)
+            ):
+                print(f"fastsoftmax: {variant} variant skipped (the compiler lacks {extra[0]})")
+                continue
+            flags = compile_flags + extra
+            ext.extra_compile_args = flags
             ext.extra_link_args = link_flags
-            ext.define_macros.append(("FS_BUILD_FLAGS", f'"{build_flags}"'))
+            ext.define_macros += [("FS_BUILD_FLAGS", f'"{" ".join(flags)}"')]
+            built.append(ext)
+        self.extensions = built
         super().build_extensions()
 
+    def _unix_flags(self) -> tuple[list[str], list[str]]:
+        if DEBUG:
+            compile_flags, link_flags = ["-O1", "-g", "-fno-math-errno"], ["-lm"]
+            asan = ["-fsanitize=address", "-fno-omit-frame-pointer"]
+            if _compiles(self.compiler, EMPTY_PROGRAM, asan):
+                compile_flags += asan
+                link_flags += asan
+        else:
+            compile_flags, link_flags = ["-O3", "-fno-math-errno"], ["-lm"]
+        if _compiles(self.compiler, OPENMP_PROBE, ["-fopenmp"]):
+            compile_flags.append("-fopenmp")
+            link_flags.append("-fopenmp")
+        else:
+            warnings.warn(
+                "fastsoftmax: the C compiler has no OpenMP; the Cython backend is built "
+                "SERIAL (n_threads is ignored). Install an OpenMP runtime (libgomp/libomp) "
+                "and reinstall to get threads.",
+                stacklevel=1,
+            )
+            print("*** fastsoftmax: building the Cython backend WITHOUT OpenMP ***")
+        return compile_flags, link_flags
 
-extensions = [
-    Extension(
-        "fastsoftmax.backends._cython_kernels",
-        ["src_cython/_cython_kernels.pyx"],
-        include_dirs=["src_cython"],
-        depends=["src_cython/rowops.h"],
-    )
-]
 
+def _extension(variant: str) -> Extension:
+    """The extension for ``variant``, cythonized in its own directory (one C file per module)."""
+    name = MODULE if variant == "baseline" else f"{MODULE}_{variant}"
+    extension = Extension(name, [SOURCE], include_dirs=["src_cython"], depends=["src_cython/rowops.h"])
+    directives = {"language_level": 3, **(DEBUG_DIRECTIVES if DEBUG else RELEASE_DIRECTIVES)}
+    return cythonize(
+        [extension],
+        build_dir=f"build/cython/{'debug' if DEBUG else variant}",
+        compiler_directives=directives,
+        quiet=True,
+    )[0]
+
+
+variants = ["baseline"] if DEBUG else ["baseline", *WIDE_VARIANTS]
 setup(
-    ext_modules=cythonize(extensions, compiler_directives={"language_level": 3}),
+    ext_modules=[_extension(variant) for variant in variants],
     cmdclass={"build_ext": BuildExt},
 )

@@ -1,5 +1,5 @@
-# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
-# cython: initializedcheck=False, embedsignature=True
+# cython: language_level=3, cdivision=True, embedsignature=True
+# (boundscheck, wraparound and initializedcheck are set by setup.py: off, or on in the debug build)
 """Cython kernels: OpenMP ``prange`` over rows, vectorised row passes from ``rowops.h``.
 
 Design
@@ -25,6 +25,7 @@ from libc.string cimport memset
 cdef extern from "rowops.h" nogil:
     int fs_openmp_enabled()
     int fs_max_threads()
+    int fs_x86_64_level()
     int FS_LIBMVEC
     const char *fs_build_flags
     double fs_row_max_f64(const double *x, Py_ssize_t k)
@@ -70,6 +71,11 @@ def build_info():
 
 def max_threads():
     return fs_max_threads()
+
+
+def x86_64_level():
+    """This CPU's x86-64 level: 4 (AVX-512), 3 (AVX2 + FMA), or 0 (baseline, non-x86)."""
+    return fs_x86_64_level()
 
 
 # -- typed dispatch to the row passes (one place for the float/double split) -----------------

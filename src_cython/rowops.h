@@ -61,6 +61,26 @@ static inline int fs_max_threads(void) {
 #endif
 }
 
+/* The x86-64 micro-architecture level this CPU (and OS) supports: 4 (AVX-512), 3 (AVX2 + FMA),
+ * or 0 (baseline, and every other architecture). Decides which build variant may be loaded. */
+static inline int fs_x86_64_level(void) {
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 12
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("x86-64-v4")) return 4;
+    if (__builtin_cpu_supports("x86-64-v3")) return 3;
+#elif defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+    __builtin_cpu_init();
+    int v3 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+             __builtin_cpu_supports("bmi") && __builtin_cpu_supports("bmi2");
+    int v4 = v3 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+             __builtin_cpu_supports("avx512cd") && __builtin_cpu_supports("avx512dq") &&
+             __builtin_cpu_supports("avx512vl");
+    if (v4) return 4;
+    if (v3) return 3;
+#endif
+    return 0;
+}
+
 #define FS_DEFINE_ROWOPS(T, SUFFIX, EXP)                                                         \
     /* Largest non-NaN entry (or x[0] if that is NaN): NaN rows are caught by the sums. */       \
     static inline T fs_row_max_##SUFFIX(const T *x, ptrdiff_t k) {                               \

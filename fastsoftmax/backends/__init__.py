@@ -32,7 +32,7 @@ RAW_KERNELS = (
 BACKENDS = {
     "numpy": "fastsoftmax.backends.numpy_reference",
     "numba": "fastsoftmax.backends.numba_kernels",
-    "cython": "fastsoftmax.backends._cython_kernels",
+    "cython": "fastsoftmax.backends.cython_kernels",
 }
 
 _HOW_TO_GET = {

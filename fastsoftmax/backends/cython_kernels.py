@@ -1,0 +1,74 @@
+"""The Cython backend: the widest compiled variant of the kernels that this CPU can run.
+
+``setup.py`` compiles ``src_cython/_cython_kernels.pyx`` once per target: ``baseline`` (the
+compiler's default, portable), and on x86-64 ``x86_64_v3`` (AVX2 + FMA) and ``x86_64_v4``
+(AVX-512). The baseline module reports the CPU's level; the widest variant that was built and
+runs here is imported once, and its kernels are this module's. Set
+``FASTSOFTMAX_CYTHON_VARIANT`` to one of :data:`VARIANTS` to force a variant (to compare them,
+or to rule one out); asking for one this CPU cannot run is an error, not a silent fallback.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from types import ModuleType
+
+from fastsoftmax.backends import _cython_kernels as _baseline
+
+#: Variant name -> the x86-64 level it needs, widest first.
+VARIANTS = {"x86_64_v4": 4, "x86_64_v3": 3, "baseline": 0}
+ENV_VARIANT = "FASTSOFTMAX_CYTHON_VARIANT"
+
+
+def load_variant(name: str) -> ModuleType | None:
+    """The compiled module of variant ``name``, or None if it was not built."""
+    if name == "baseline":
+        return _baseline
+    try:
+        return importlib.import_module(f"{_baseline.__name__}_{name}")
+    except ImportError:
+        return None
+
+
+def runnable_variants() -> list[str]:
+    """The variants built here that this CPU can run, widest first."""
+    level = _baseline.x86_64_level()
+    return [
+        name
+        for name, required in VARIANTS.items()
+        if required <= level and load_variant(name) is not None
+    ]
+
+
+def _chosen_variant() -> str:
+    runnable = runnable_variants()
+    forced = os.environ.get(ENV_VARIANT, "").strip()
+    if not forced:
+        return runnable[0]
+    if forced not in VARIANTS:
+        raise ValueError(f"{ENV_VARIANT}={forced!r}: expected one of {list(VARIANTS)}")
+    if forced not in runnable:
+        raise ValueError(
+            f"{ENV_VARIANT}={forced!r}: this variant was not built or this CPU cannot run it "
+            f"(runnable here: {runnable})"
+        )
+    return forced
+
+
+variant = _chosen_variant()
+_kernels = load_variant(variant)
+
+logsumexp = _kernels.logsumexp
+softmax = _kernels.softmax
+log_softmax = _kernels.log_softmax
+cross_entropy_labels = _kernels.cross_entropy_labels
+cross_entropy_soft = _kernels.cross_entropy_soft
+sgd = _kernels.sgd
+sgd_momentum = _kernels.sgd_momentum
+max_threads = _kernels.max_threads
+
+
+def build_info() -> dict:
+    """The loaded variant, its compiler flags, OpenMP and libmvec (vector exp)."""
+    return {"variant": variant, **_kernels.build_info()}
