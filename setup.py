@@ -112,7 +112,9 @@ class BuildExt(build_ext):
 def _extension(variant: str) -> Extension:
     """The extension for ``variant``, cythonized in its own directory (one C file per module)."""
     name = MODULE if variant == "baseline" else f"{MODULE}_{variant}"
-    extension = Extension(name, [SOURCE], include_dirs=["src_cython"], depends=["src_cython/rowops.h"])
+    extension = Extension(
+        name, [SOURCE], include_dirs=["src_cython"], depends=["src_cython/rowops.h"]
+    )
     directives = {"language_level": 3, **(DEBUG_DIRECTIVES if DEBUG else RELEASE_DIRECTIVES)}
     return cythonize(
         [extension],

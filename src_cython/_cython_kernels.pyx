@@ -46,6 +46,8 @@ cdef extern from "rowops.h" nogil:
     void fs_shift_f32(const float *x, float m, float log_sum, float *out, Py_ssize_t k)
     void fs_grad_f64(double *g, double a, double b, const double *t, double c, Py_ssize_t k)
     void fs_grad_f32(float *g, float a, float b, const float *t, float c, Py_ssize_t k)
+    void fs_exp_f64(const double *x, double *out, Py_ssize_t k)
+    void fs_exp_f32(const float *x, float *out, Py_ssize_t k)
     int fs_any_nan_f64(const double *x, Py_ssize_t k)
     int fs_any_nan_f32(const float *x, Py_ssize_t k)
     void fs_block_exp_sum_f64(const double *x, const double *m, double *out, double *s,
@@ -76,6 +78,20 @@ def max_threads():
 def x86_64_level():
     """This CPU's x86-64 level: 4 (AVX-512), 3 (AVX2 + FMA), or 0 (baseline, non-x86)."""
     return fs_x86_64_level()
+
+
+def exp(const floating[::1] x, floating[::1] out):
+    """out = exp(x) with the kernels' vector exp (libmvec where available): for accuracy tests."""
+    cdef Py_ssize_t n = x.shape[0]
+    if out.shape[0] != n:
+        raise ValueError("exp: x and out must have the same length")
+    if n == 0:
+        return
+    with nogil:
+        if floating is float:
+            fs_exp_f32(&x[0], &out[0], n)
+        else:
+            fs_exp_f64(&x[0], &out[0], n)
 
 
 # -- typed dispatch to the row passes (one place for the float/double split) -----------------

@@ -144,6 +144,11 @@ static inline int fs_x86_64_level(void) {
             for (ptrdiff_t j = 0; j < k; ++j) g[j] = g[j] * a - c * t[j] - b;                    \
         }                                                                                        \
     }                                                                                            \
+    /* out[j] = exp(x[j]): the kernels' vector exp on its own, for the accuracy tests. */       \
+    static inline void fs_exp_##SUFFIX(const T *x, T *out, ptrdiff_t k) {                        \
+        FS_SIMD                                                                                  \
+        for (ptrdiff_t j = 0; j < k; ++j) out[j] = EXP(x[j]);                                    \
+    }                                                                                            \
     static inline int fs_any_nan_##SUFFIX(const T *x, ptrdiff_t k) {                             \
         for (ptrdiff_t j = 0; j < k; ++j)                                                        \
             if (isnan(x[j])) return 1;                                                           \

@@ -1,4 +1,4 @@
-"""Shapes at the compiled kernels' loop boundaries, each in a freshly allocated, exactly sized array.
+"""Shapes at the compiled kernels' loop boundaries, each in a fresh, exactly sized array.
 
 Run normally, these check the results there. ``.ci/memory-safety`` runs this file (and the kernel
 suites) against a debug build of the Cython extension under AddressSanitizer and against Numba
@@ -82,7 +82,10 @@ def test_sgd_at_loop_boundaries(length, momentum, backend, dtype, rng):
     options = dict(lr=0.1, momentum=momentum, weight_decay=0.01)
     fastsoftmax.sgd_update(param, grad, velocity=velocity, **options, backend=backend)
     fastsoftmax.sgd_update(
-        expected_param, grad.astype(np.float64), velocity=expected_velocity, **options,
+        expected_param,
+        grad.astype(np.float64),
+        velocity=expected_velocity,
+        **options,
         backend="numpy",
     )
     assert_agrees(param, expected_param, f"sgd length {length} on {backend}")

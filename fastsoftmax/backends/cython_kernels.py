@@ -67,6 +67,7 @@ cross_entropy_soft = _kernels.cross_entropy_soft
 sgd = _kernels.sgd
 sgd_momentum = _kernels.sgd_momentum
 max_threads = _kernels.max_threads
+exp = _kernels.exp
 
 
 def build_info() -> dict:

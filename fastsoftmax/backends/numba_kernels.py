@@ -141,6 +141,13 @@ def _vexp_impl(x):
     return None
 
 
+@njit(fastmath=EXACT)
+def exp(x, out):
+    """out = vexp(x) elementwise: the kernels' exp on its own, for the accuracy tests."""
+    for i in range(x.shape[0]):
+        out[i] = vexp(x[i])
+
+
 @overload(like)
 def _like_impl(value, sample):
     if sample == types.float32:
