@@ -38,6 +38,11 @@ def _independent(source: np.ndarray, target: np.ndarray) -> np.ndarray:
     return source.copy() if np.may_share_memory(source, target) else source
 
 
+def _axis_last(a: np.ndarray, axis: int) -> np.ndarray:
+    """``a`` with ``axis`` moved last (a view; ``a`` itself when it already is)."""
+    return a if axis == a.ndim - 1 else np.moveaxis(a, axis, -1)
+
+
 class _RowsOutput:
     """An output laid out as (rows, k) C-contiguous rows, written back to ``out`` if needed.
 
@@ -50,11 +55,11 @@ class _RowsOutput:
         moved_shape = shape[:axis] + shape[axis + 1 :] + (shape[axis],)
         if out is None:
             buffer = np.empty(moved_shape, dtype)
-            self.result = np.moveaxis(buffer, -1, axis)
+            self.result = buffer if axis == len(shape) - 1 else np.moveaxis(buffer, -1, axis)
             self._write_back = None
         else:
             self.result = check.output_array(out, shape, dtype, name)
-            buffer = np.moveaxis(out, axis, -1)
+            buffer = _axis_last(out, axis)
             self._write_back = None if buffer.flags.c_contiguous else buffer
             if self._write_back is not None:
                 buffer = np.empty(moved_shape, dtype)
@@ -68,7 +73,7 @@ class _RowsOutput:
 
 def _rows(x: np.ndarray, axis: int) -> np.ndarray:
     """``x`` with ``axis`` last, as a C-contiguous (rows, k) array (a view when possible)."""
-    moved = np.moveaxis(x, axis, -1)
+    moved = _axis_last(x, axis)
     return np.ascontiguousarray(moved).reshape(-1, moved.shape[-1])
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import functools
 import logging
 import os
 from collections.abc import Iterator
@@ -100,9 +101,13 @@ def resolve_backend(backend: str | None = None) -> str:
     True
     """
     name = get_backend() if backend is None else _check_name(backend, "backend")
-    if name == "auto":
-        return next(n for n in AUTO_ORDER if backends.is_available(n))
-    return name
+    return _auto_backend() if name == "auto" else name
+
+
+@functools.cache
+def _auto_backend() -> str:
+    """The first backend of AUTO_ORDER built here (fixed once imported: cached)."""
+    return next(n for n in AUTO_ORDER if backends.is_available(n))
 
 
 def kernel_module(kernel: str, backend: str | None, work: int, n_threads: int | None):

@@ -194,7 +194,7 @@ def logsumexp(const floating[:, ::1] x, floating[::1] out, int n_threads):
     cdef floating *terms
     cdef double *sums
     if k < NARROW:
-        with nogil, parallel(num_threads=n_threads):
+        with nogil, parallel(num_threads=n_threads, use_threads_if=n_threads > 1):
             maxima = <floating *>malloc(BLOCK * sizeof(floating))
             terms = <floating *>malloc(BLOCK * k * sizeof(floating))
             sums = <double *>malloc(BLOCK * sizeof(double))
@@ -213,7 +213,8 @@ def logsumexp(const floating[:, ::1] x, floating[::1] out, int n_threads):
             free(terms)
             free(sums)
         return
-    for i in prange(n, nogil=True, schedule="static", num_threads=n_threads):
+    for i in prange(n, nogil=True, schedule="static", num_threads=n_threads,
+                  use_threads_if=n_threads > 1):
         m = row_max(&x[i, 0], k)
         if isfinite(m):
             out[i] = <floating>(m + log(exp_sum(&x[i, 0], m, <floating *>NULL, k)))
@@ -227,7 +228,7 @@ def softmax(const floating[:, ::1] x, floating[:, ::1] out, int n_threads):
     cdef floating *maxima
     cdef double *sums
     if k < NARROW:
-        with nogil, parallel(num_threads=n_threads):
+        with nogil, parallel(num_threads=n_threads, use_threads_if=n_threads > 1):
             maxima = <floating *>malloc(BLOCK * sizeof(floating))
             sums = <double *>malloc(BLOCK * sizeof(double))
             for blk in prange(n_blocks(n), schedule="static"):
@@ -239,7 +240,8 @@ def softmax(const floating[:, ::1] x, floating[:, ::1] out, int n_threads):
             free(maxima)
             free(sums)
         return
-    for i in prange(n, nogil=True, schedule="static", num_threads=n_threads):
+    for i in prange(n, nogil=True, schedule="static", num_threads=n_threads,
+                  use_threads_if=n_threads > 1):
         m = row_max(&x[i, 0], k)
         scale(&out[i, 0], <floating>(1.0 / exp_sum(&x[i, 0], m, &out[i, 0], k)), k)
 
@@ -251,7 +253,7 @@ def log_softmax(const floating[:, ::1] x, floating[:, ::1] out, int n_threads):
     cdef floating *terms
     cdef double *sums
     if k < NARROW:
-        with nogil, parallel(num_threads=n_threads):
+        with nogil, parallel(num_threads=n_threads, use_threads_if=n_threads > 1):
             maxima = <floating *>malloc(BLOCK * sizeof(floating))
             terms = <floating *>malloc(BLOCK * k * sizeof(floating))
             sums = <double *>malloc(BLOCK * sizeof(double))
@@ -266,7 +268,8 @@ def log_softmax(const floating[:, ::1] x, floating[:, ::1] out, int n_threads):
             free(terms)
             free(sums)
         return
-    for i in prange(n, nogil=True, schedule="static", num_threads=n_threads):
+    for i in prange(n, nogil=True, schedule="static", num_threads=n_threads,
+                  use_threads_if=n_threads > 1):
         m = row_max(&x[i, 0], k)
         shift(&x[i, 0], m, <floating>log(exp_sum(&x[i, 0], m, <floating *>NULL, k)),
               &out[i, 0], k)
@@ -286,7 +289,7 @@ def cross_entropy_labels(
     cdef double *true_shifts
     cdef double *smooth_shifts
     if k < NARROW:
-        with nogil, parallel(num_threads=n_threads):
+        with nogil, parallel(num_threads=n_threads, use_threads_if=n_threads > 1):
             maxima = <floating *>malloc(BLOCK * sizeof(floating))
             sums = <double *>malloc(BLOCK * sizeof(double))
             true_shifts = <double *>malloc(BLOCK * sizeof(double))
@@ -314,7 +317,8 @@ def cross_entropy_labels(
             free(true_shifts)
             free(smooth_shifts)
         return
-    for i in prange(n, nogil=True, schedule="static", num_threads=n_threads):
+    for i in prange(n, nogil=True, schedule="static", num_threads=n_threads,
+                  use_threads_if=n_threads > 1):
         label = labels[i]
         m = row_max(&logits[i, 0], k)
         true_shift = 0.0
@@ -354,7 +358,8 @@ def cross_entropy_soft(
     cdef double mass, dot, smooth_shift, s, c
     cdef double eps = label_smoothing / k
     cdef double keep = 1.0 - label_smoothing
-    for i in prange(n, nogil=True, schedule="static", num_threads=n_threads):
+    for i in prange(n, nogil=True, schedule="static", num_threads=n_threads,
+                  use_threads_if=n_threads > 1):
         mass = 0.0  # assigned in the loop body so that prange makes it thread-private
         dot = 0.0
         m = row_max(&logits[i, 0], k)
@@ -374,7 +379,8 @@ def sgd(floating[::1] param, const floating[::1] grad, double lr, double weight_
         int n_threads):
     cdef Py_ssize_t i
     cdef floating lr_ = <floating>lr, wd = <floating>weight_decay
-    for i in prange(param.shape[0], nogil=True, schedule="static", num_threads=n_threads):
+    for i in prange(param.shape[0], nogil=True, schedule="static", num_threads=n_threads,
+                  use_threads_if=n_threads > 1):
         param[i] -= lr_ * (grad[i] + wd * param[i])
 
 
@@ -384,7 +390,8 @@ def sgd_momentum(floating[::1] param, const floating[::1] grad, floating[::1] ve
     cdef Py_ssize_t i
     cdef floating lr_ = <floating>lr, mu = <floating>momentum, wd = <floating>weight_decay
     cdef floating g, v
-    for i in prange(param.shape[0], nogil=True, schedule="static", num_threads=n_threads):
+    for i in prange(param.shape[0], nogil=True, schedule="static", num_threads=n_threads,
+                  use_threads_if=n_threads > 1):
         g = grad[i] + wd * param[i]
         v = mu * velocity[i] + g
         velocity[i] = v
