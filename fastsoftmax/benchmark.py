@@ -612,7 +612,8 @@ def environment_report() -> str:
         if name == "cython":
             info = module.build_info()
             detail += (
-                f", flags '{info['flags']}', OpenMP {info['openmp']}, "
+                f", build variant {info['variant']} (of {module.runnable_variants()} runnable "
+                f"here), flags '{info['flags']}', OpenMP {info['openmp']}, "
                 f"libmvec vector exp {info['libmvec']}"
             )
         lines.append(f"  {name:<7} ok: {detail}")
@@ -711,7 +712,8 @@ def _environment_lines(env: dict, n_threads: int | None) -> list[str]:
     cython_info = env["backends"].get("cython")
     if cython_info:
         lines.append(
-            f"Cython build: flags '{cython_info['flags']}', OpenMP {cython_info['openmp']}, "
+            f"Cython build: variant {cython_info['variant']}, flags '{cython_info['flags']}', "
+            f"OpenMP {cython_info['openmp']}, "
             f"libmvec {cython_info['libmvec']}, max threads {cython_info['max_threads']}"
         )
     peers = {k: v for k, v in env["peers"].items() if k != "torch_threads"}
