@@ -1,10 +1,13 @@
-"""SoftmaxRegression: a scikit-learn classifier trained by minibatch SGD on the fused kernels.
+"""SoftmaxRegression: a scikit-learn classifier trained by minibatch SGD (or full-batch L-BFGS)
+on the fused kernels.
 
 Each minibatch is a handful of calls into compiled code or BLAS on reused buffers: logits by
 ``matmul`` into a (batch, k) buffer, the fused softmax-cross-entropy kernel writing the gradient
 in place, ``dW = G^T X_batch`` by BLAS, and the SGD-with-momentum kernel on ``W`` and ``b``.
 The raw backend kernels are called directly (inputs were validated once per ``fit``), so Python
-overhead per minibatch is a few microseconds.
+overhead per minibatch is a few microseconds. ``solver="lbfgs"`` minimises the same objective
+with SciPy's L-BFGS-B (``fastsoftmax._lbfgs``). Dask inputs are handed to ``fastsoftmax._dask``,
+imported only when one is seen (Dask is an optional extra).
 """
 
 from __future__ import annotations
@@ -16,15 +19,17 @@ import warnings
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import train_test_split
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from fastsoftmax import _api
+from fastsoftmax import _api, _lbfgs
 from fastsoftmax import _validation as check
 from fastsoftmax._config import kernel_module
 from fastsoftmax._linear import LinearCrossEntropy, is_sparse
 
+SOLVERS = ("sgd", "lbfgs")
 SCHEDULES = ("constant", "invscaling", "cosine")
 # learning_rate="auto" takes AUTO_STEP / (1 + mean squared row norm): the curvature of the loss
 # grows with ||x||^2, so this keeps the step matched to the data's scale. 24 gives the best
@@ -34,14 +39,32 @@ _SAVE_FORMAT = 1
 
 
 class SoftmaxRegression(ClassifierMixin, BaseEstimator):
-    """Multinomial logistic (softmax) regression trained by minibatch SGD with momentum.
+    """Multinomial logistic (softmax) regression trained by minibatch SGD or full-batch L-BFGS.
 
-    ``o = W x + b``, ``p = softmax(o)``; minimises the mean cross-entropy plus
+    ``o = W x + b``, ``p = softmax(o)``; minimises the (sample-weighted) mean cross-entropy plus
     ``l2 / 2 * ||W||^2``. ``predict`` takes ``argmax p`` (hard classification),
     ``predict_proba`` returns ``p`` (soft classification).
 
+    Every method also accepts Dask collections (``pip install "fastsoftmax[dask]"``): ``X`` a
+    dask array or dataframe, ``y`` and ``sample_weight`` dask arrays, series or NumPy arrays.
+    ``fit`` then trains data-parallel on the active ``dask.distributed.Client`` (or Dask's
+    local scheduler when there is none) without moving the data to the client, and
+    ``predict``, ``predict_proba``, ``predict_log_proba`` and ``decision_function`` return lazy
+    dask arrays computed block by block. See the README section "Dask and full-batch L-BFGS".
+
     Parameters
     ----------
+    solver : {"sgd", "lbfgs"}, default "sgd"
+        "sgd": minibatch SGD with momentum (the parameters from ``learning_rate`` to
+        ``shuffle`` below). "lbfgs": SciPy's L-BFGS-B on the whole data set per iteration, the
+        loss and gradient coming from the fused kernel of
+        :func:`fastsoftmax.linear_softmax_cross_entropy`; it starts from zero weights, is
+        deterministic and uses ``max_iter``, ``tol`` and ``l2`` only. Without ``l2`` the
+        optimum of separable data is at infinity: L-BFGS then runs to ``max_iter``.
+        ``l2 = 1 / (C * n_samples)`` gives the objective of scikit-learn's
+        ``LogisticRegression(C=C)``. On Dask input, "sgd" runs blockwise ``partial_fit``
+        passes (the model travels to the blocks) and "lbfgs" reduces the loss and gradient
+        of all blocks on the workers every iteration.
     learning_rate : float or "auto", default "auto"
         Initial step size; "auto" takes ``24 / (1 + mean squared norm of the rows of X)``,
         which follows the scale of the features (stored in ``learning_rate_``).
@@ -56,9 +79,18 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
         Weight decay on ``W`` (not on ``b``).
     batch_size : int, default 256
     max_epochs : int, default 10
+        "sgd": the number of epochs (passes over the data).
+    max_iter : int, default 100
+        "lbfgs": the most L-BFGS iterations; each evaluates the loss and gradient over the whole
+        data once, or a few times when its line search needs them. Reaching it warns
+        (``ConvergenceWarning``).
     tol : float or None, default 1e-4
-        Stop when the training loss (or the validation score with ``early_stopping``) has not
-        improved by ``tol`` for ``n_iter_no_change`` epochs; None runs all ``max_epochs``.
+        "sgd": stop when the training loss (or the validation score with ``early_stopping``)
+        has not improved by ``tol`` for ``n_iter_no_change`` epochs; None runs all
+        ``max_epochs``. "lbfgs": stop when no entry of the gradient exceeds ``tol`` in absolute
+        value (SciPy's ``gtol``, as scikit-learn's ``LogisticRegression``), or the loss
+        decreases by a relative ``64 * eps`` or less; None stops only at ``max_iter`` or when
+        no step decreases the loss.
     n_iter_no_change : int, default 3
     early_stopping : bool, default False
         Hold out ``validation_fraction`` of the training data (stratified), score it after each
@@ -88,11 +120,14 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
     classes_ : ndarray (n_classes,)
     n_features_in_ : int
     learning_rate_ : float
-        The initial step size used.
+        The initial step size used (NaN after an L-BFGS fit: a later ``partial_fit`` resolves
+        one).
     n_iter_ : int
-        Epochs run by the last ``fit`` (or ``partial_fit`` calls in total).
+        Epochs run by the last ``fit`` (or ``partial_fit`` calls in total); L-BFGS iterations
+        with ``solver="lbfgs"``.
     loss_curve_ : list of float
-        Mean training loss of each epoch (measured during the epoch, on the moving weights).
+        Mean training loss of each epoch (measured during the epoch, on the moving weights);
+        the objective (with the ``l2`` term) after each iteration with ``solver="lbfgs"``.
     validation_scores_ : list of float
         Validation accuracy per epoch, when ``early_stopping`` is on.
 
@@ -104,6 +139,9 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
     ``tol`` stops earlier on easy data. Features of very different scales still slow SGD down:
     standardise them if they differ by orders of magnitude.
 
+    ``partial_fit`` always takes SGD steps (one epoch at a constant step), whatever ``solver``:
+    after an L-BFGS fit it fine-tunes the L-BFGS weights.
+
     Examples
     --------
     >>> from fastsoftmax import SoftmaxRegression
@@ -112,11 +150,18 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
     >>> model = SoftmaxRegression(random_state=0).fit(X_train, y_train)
     >>> model.score(X_test, y_test) > 0.9
     True
+
+    Full-batch L-BFGS, with the penalty of ``LogisticRegression(C=1)``:
+
+    >>> lbfgs = SoftmaxRegression(solver="lbfgs", l2=1 / len(X_train), max_iter=500)
+    >>> lbfgs.fit(X_train, y_train).score(X_test, y_test) > 0.9
+    True
     """
 
     def __init__(
         self,
         *,
+        solver: str = "sgd",
         learning_rate: float | str = "auto",
         schedule: str = "cosine",
         power_t: float = 0.5,
@@ -125,6 +170,7 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
         l2: float = 0.0,
         batch_size: int = 256,
         max_epochs: int = 10,
+        max_iter: int = 100,
         tol: float | None = 1e-4,
         n_iter_no_change: int = 3,
         early_stopping: bool = False,
@@ -137,6 +183,7 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
         verbose: int = 0,
         warm_start: bool = False,
     ):
+        self.solver = solver
         self.learning_rate = learning_rate
         self.schedule = schedule
         self.power_t = power_t
@@ -145,6 +192,7 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
         self.l2 = l2
         self.batch_size = batch_size
         self.max_epochs = max_epochs
+        self.max_iter = max_iter
         self.tol = tol
         self.n_iter_no_change = n_iter_no_change
         self.early_stopping = early_stopping
@@ -170,7 +218,9 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
 
-        for name in ("batch_size", "max_epochs", "n_iter_no_change"):
+        if self.solver not in SOLVERS:
+            raise ValueError(f"solver must be one of {SOLVERS}, got {self.solver!r}")
+        for name in ("batch_size", "max_epochs", "max_iter", "n_iter_no_change"):
             positive_int(name)
         lr = self.learning_rate
         if not (lr == "auto" or (isinstance(lr, (int, float)) and 0 < lr < math.inf)):
@@ -191,6 +241,11 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
             )
         if np.dtype(self.dtype) not in (np.float32, np.float64):
             raise ValueError(f"dtype must be numpy.float32 or numpy.float64, got {self.dtype!r}")
+        if self.solver == "lbfgs" and self.early_stopping:
+            raise ValueError(
+                "early_stopping=True needs solver='sgd': L-BFGS stops on the training gradient "
+                "(tol, max_iter)"
+            )
 
     def _validate_X(self, X, reset: bool):
         return validate_data(
@@ -217,26 +272,42 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
 
     # -- training ------------------------------------------------------------------------------
 
-    def fit(self, X, y, sample_weight=None):
-        """Train on ``X`` (dense or CSR) and labels ``y`` for up to ``max_epochs`` epochs.
+    def fit(self, X, y, sample_weight=None) -> SoftmaxRegression:
+        """Train on ``X`` (dense or CSR, or a dask array/dataframe) and labels ``y``: up to
+        ``max_epochs`` SGD epochs, or up to ``max_iter`` L-BFGS iterations.
+
+        Parameters
+        ----------
+        X : array-like or sparse matrix (n_samples, n_features), or dask array / dataframe
+        y : array-like (n_samples,), or dask array / series
+            Class labels of any type (numbers, strings).
+        sample_weight : array-like (n_samples,), optional
+            Finite weights >= 0 with a positive sum (a dask array with dask ``X``).
 
         Returns
         -------
         self
         """
         self._check_params()
+        if _has_dask(X, y, sample_weight):
+            return _dask_module().fit(self, X, y, sample_weight)
         X, y = self._validate_Xy(X, y, reset=True)
         classes, labels = np.unique(y, return_inverse=True)
-        if len(classes) < 2:
-            raise ValueError(
-                f"y holds one class ({classes[0]!r}): at least 2 classes are needed to train"
-            )
         weights = self._sample_weight(sample_weight, X.shape[0])
+        keep_weights = self._set_classes(classes)
+        if self.solver == "lbfgs":
+            unit = bool(np.all(weights == 1))
+            backend, n_threads = self.backend, self.n_threads
+            labels = labels.astype(np.int64)
+
+            def data_term(W, b):
+                return _lbfgs.block_sums(
+                    X, labels, None if unit else weights, W, b, backend, n_threads
+                )
+
+            self._fit_lbfgs(data_term, X.shape[1], keep_weights)
+            return self
         rng = np.random.default_rng(_seed(self.random_state))
-        keep_weights = self.warm_start and hasattr(self, "coef_")
-        if keep_weights and not np.array_equal(self.classes_, classes):
-            raise ValueError("warm_start: y holds other classes than the fitted model")
-        self.classes_ = classes
         if not keep_weights:
             self._init_weights(len(classes), X.shape[1], rng)
         validation = None
@@ -257,15 +328,88 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
         self._train(X, labels, weights, rng, self.max_epochs, validation)
         return self
 
-    def partial_fit(self, X, y, classes=None, sample_weight=None):
-        """One epoch over ``X``, ``y`` from the current weights (the first call needs
-        ``classes``, every label ``partial_fit`` will ever see).
+    def _set_classes(self, classes: np.ndarray) -> bool:
+        """Check and store the classes found in ``y``; True when ``warm_start`` keeps the
+        current weights."""
+        if len(classes) < 2:
+            raise ValueError(
+                f"y holds one class ({classes[0]!r}): at least 2 classes are needed to train"
+            )
+        keep_weights = self.warm_start and hasattr(self, "coef_")
+        if keep_weights and not np.array_equal(self.classes_, classes):
+            raise ValueError("warm_start: y holds other classes than the fitted model")
+        self.classes_ = classes
+        return keep_weights
+
+    def _fit_lbfgs(self, data_term, n_features: int, keep_weights: bool) -> None:
+        """L-BFGS from zero weights (or the current ones with ``warm_start``).
+
+        ``data_term(W, b)`` returns the weighted sums over the training data
+        (:func:`fastsoftmax._lbfgs.block_sums`); the in-memory and Dask paths differ only there.
+        ``coef_``/``intercept_`` follow the iterations, so an interruption or a failure keeps
+        the last finished iteration's weights.
+        """
+        dtype = np.dtype(self.dtype)
+        n_classes = len(self.classes_)
+        if keep_weights and self.coef_.shape == (n_classes, n_features):
+            coef, intercept = self.coef_.astype(dtype), self.intercept_.astype(dtype)
+        else:
+            coef, intercept = np.zeros((n_classes, n_features), dtype), np.zeros(n_classes, dtype)
+        self.coef_, self.intercept_ = coef.copy(), intercept.copy()
+        self._velocity = (np.zeros_like(coef.T, order="C"), np.zeros_like(intercept))
+        self._partial_rng = np.random.default_rng(_seed(self.random_state))
+        self.learning_rate_ = math.nan  # no step size; a later partial_fit resolves one
+        self.loss_curve_, self.validation_scores_, self.n_iter_ = [], [], 0
+        progress = _progress(self.verbose)
+        start_time = time.perf_counter()
+
+        def on_iteration(iteration, W, b, loss):
+            self.coef_[...], self.intercept_[...] = W, b
+            self.n_iter_ = iteration
+            self.loss_curve_.append(loss)
+            elapsed = time.perf_counter() - start_time
+            progress.epoch(f"iteration {iteration}: loss {loss:.6f}, {elapsed:.2f} s")
+
+        try:
+            result = _lbfgs.minimize(
+                data_term,
+                coef,
+                intercept,
+                l2=float(self.l2),
+                max_iter=self.max_iter,
+                tol=self.tol,
+                on_iteration=on_iteration,
+            )
+        except KeyboardInterrupt:
+            warnings.warn(
+                f"fit interrupted: the model keeps the weights of iteration {self.n_iter_}",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+            raise
+        self.coef_[...], self.intercept_[...] = result.coef, result.intercept
+        self.n_iter_ = result.n_iter
+        if not result.converged:
+            warnings.warn(
+                f"L-BFGS did not converge in {result.n_iter} iterations ({result.message}); "
+                f"raise max_iter (now {self.max_iter}), loosen tol, or with float32 "
+                "(the precision of the gradient) use dtype=numpy.float64",
+                ConvergenceWarning,
+                stacklevel=3,
+            )
+
+    def partial_fit(self, X, y, classes=None, sample_weight=None) -> SoftmaxRegression:
+        """One SGD epoch over ``X``, ``y`` from the current weights, at a constant step
+        (whatever ``solver``; the first call needs ``classes``, every label ``partial_fit``
+        will ever see). With dask ``X``, one ``partial_fit`` per block, in order.
 
         Returns
         -------
         self
         """
         self._check_params()
+        if _has_dask(X, y, sample_weight):
+            return _dask_module().partial_fit(self, X, y, classes, sample_weight)
         first_call = not hasattr(self, "coef_")
         if first_call and classes is None:
             raise ValueError("classes must be given on the first call to partial_fit")
@@ -290,6 +434,8 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
                 f"y holds labels not in classes: {np.unique(np.asarray(y)[unseen])[:10]!r}"
             )
         weights = self._sample_weight(sample_weight, X.shape[0])
+        if not math.isfinite(self.learning_rate_):  # after an L-BFGS fit
+            self._resolve_learning_rate(X)
         # partial_fit runs at a constant step: a decaying schedule needs a known horizon.
         self._train(X, labels, weights, self._partial_rng, 1, None, constant_lr=True)
         return self
@@ -456,28 +602,48 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
         return np.asarray(logits)
 
     def decision_function(self, X) -> np.ndarray:
-        """Logits ``X W^T + b`` (n, k); for two classes, the log-odds of ``classes_[1]`` (n,)."""
+        """Logits ``X W^T + b`` (n, k); for two classes, the log-odds of ``classes_[1]`` (n,).
+
+        A lazy dask array for dask ``X``, as the other prediction methods."""
         check_is_fitted(self)
+        if _has_dask(X):
+            return _dask_module().predict(self, X, "decision")
         logits = self._logits(self._validate_X(X, reset=False))
         return logits[:, 1] - logits[:, 0] if logits.shape[1] == 2 else logits
 
     def predict_proba(self, X) -> np.ndarray:
         """Class probabilities ``softmax(X W^T + b)`` (n, k), columns in ``classes_`` order."""
         check_is_fitted(self)
+        if _has_dask(X):
+            return _dask_module().predict(self, X, "proba")
         logits = self._logits(self._validate_X(X, reset=False))
         return _api.softmax(logits, out=logits, backend=self.backend, n_threads=self.n_threads)
 
     def predict_log_proba(self, X) -> np.ndarray:
         """Log class probabilities (n, k), computed stably by ``log_softmax``."""
         check_is_fitted(self)
+        if _has_dask(X):
+            return _dask_module().predict(self, X, "log_proba")
         logits = self._logits(self._validate_X(X, reset=False))
         return _api.log_softmax(logits, out=logits, backend=self.backend, n_threads=self.n_threads)
 
     def predict(self, X) -> np.ndarray:
         """The most probable class of each row (hard classification)."""
         check_is_fitted(self)
+        if _has_dask(X):
+            return _dask_module().predict(self, X, "labels")
         logits = self._logits(self._validate_X(X, reset=False))
         return self.classes_[np.argmax(logits, axis=1)]
+
+    def score(self, X, y, sample_weight=None) -> float:
+        """Mean accuracy of ``predict(X)`` against ``y`` (weighted by ``sample_weight``).
+
+        With dask input it is one blockwise reduction on the workers; the result is a float.
+        """
+        if _has_dask(X, y, sample_weight):
+            check_is_fitted(self)
+            return _dask_module().score(self, X, y, sample_weight)
+        return super().score(X, y, sample_weight=sample_weight)
 
     # -- persistence ---------------------------------------------------------------------------
 
@@ -529,6 +695,30 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
         model._velocity = (np.zeros_like(model.coef_.T, order="C"), np.zeros_like(model.intercept_))
         model._partial_rng = np.random.default_rng(_seed(model.random_state))
         return model
+
+
+def _has_dask(*objects) -> bool:
+    """True when one of ``objects`` is a Dask collection (checked without importing Dask)."""
+    return any(
+        type(obj).__module__.partition(".")[0] in ("dask", "dask_expr")
+        and hasattr(obj, "__dask_graph__")
+        for obj in objects
+    )
+
+
+def _dask_module():
+    try:
+        from fastsoftmax import _dask
+
+        error = _dask.IMPORT_ERROR
+    except ImportError as exc:
+        error = exc
+    if error is not None:
+        raise ImportError(
+            f"SoftmaxRegression got a Dask collection but Dask cannot be imported ({error}). "
+            'Install the Dask extra: pip install "fastsoftmax[dask]"'
+        ) from error
+    return _dask
 
 
 def _seed(random_state):
