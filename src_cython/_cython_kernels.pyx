@@ -50,6 +50,10 @@ cdef extern from "rowops.h" nogil:
     void fs_exp_f32(const float *x, float *out, Py_ssize_t k)
     int fs_any_nan_f64(const double *x, Py_ssize_t k)
     int fs_any_nan_f32(const float *x, Py_ssize_t k)
+    void fs_block_max_f64(const double *x, double *m, Py_ssize_t rows, Py_ssize_t k)
+    void fs_block_max_f32(const float *x, float *m, Py_ssize_t rows, Py_ssize_t k)
+    void fs_block_normalise_f64(double *out, const double *s, Py_ssize_t rows, Py_ssize_t k)
+    void fs_block_normalise_f32(float *out, const double *s, Py_ssize_t rows, Py_ssize_t k)
     void fs_block_exp_sum_f64(const double *x, const double *m, double *out, double *s,
                               Py_ssize_t rows, Py_ssize_t k)
     void fs_block_exp_sum_f32(const float *x, const float *m, float *out, double *s,
@@ -162,12 +166,26 @@ cdef inline void block_exp_sum(const floating *x, const floating *m, floating *o
         fs_block_exp_sum_f32(x, m, out, s, rows, k)
 
 
+cdef inline void block_max(const floating *x, floating *maxima, Py_ssize_t rows,
+                           Py_ssize_t k) noexcept nogil:
+    if floating is double:
+        fs_block_max_f64(x, maxima, rows, k)
+    else:
+        fs_block_max_f32(x, maxima, rows, k)
+
+
+cdef inline void block_normalise(floating *out, const double *sums, Py_ssize_t rows,
+                                 Py_ssize_t k) noexcept nogil:
+    if floating is double:
+        fs_block_normalise_f64(out, sums, rows, k)
+    else:
+        fs_block_normalise_f32(out, sums, rows, k)
+
+
 cdef inline void block_max_exp_sum(const floating *x, floating *maxima, floating *terms,
                                    double *sums, Py_ssize_t rows, Py_ssize_t k) noexcept nogil:
     """Row maxima of a block of ``rows`` rows, then its exp(x - max) terms and row sums."""
-    cdef Py_ssize_t r
-    for r in range(rows):
-        maxima[r] = row_max(x + r * k, k)
+    block_max(x, maxima, rows, k)
     block_exp_sum(x, maxima, terms, sums, rows, k)
 
 
@@ -235,8 +253,7 @@ def softmax(const floating[:, ::1] x, floating[:, ::1] out, int n_threads):
                 first = blk * BLOCK
                 rows = min(BLOCK, n - first)
                 block_max_exp_sum(&x[first, 0], maxima, &out[first, 0], sums, rows, k)
-                for r in range(rows):
-                    scale(&out[first + r, 0], <floating>(1.0 / sums[r]), k)
+                block_normalise(&out[first, 0], sums, rows, k)
             free(maxima)
             free(sums)
         return
@@ -298,8 +315,8 @@ def cross_entropy_labels(
                 first = blk * BLOCK
                 rows = min(BLOCK, n - first)
                 # Read what the loss needs before the gradient overwrites the rows (in place).
+                block_max(&logits[first, 0], maxima, rows, k)
                 for r in range(rows):
-                    maxima[r] = row_max(&logits[first + r, 0], k)
                     label = labels[first + r]
                     true_shifts[r] = 0.0
                     if label >= 0:

@@ -200,6 +200,52 @@ def _lse_of_nonfinite_max(row, m):
     return m
 
 
+# Narrow rows (k < NARROW) go BLOCK rows at a time: each row's maximum is subtracted row by row,
+# then ONE flat vexp loop covers the whole block. Row by row, a 10-wide row would leave most of
+# a vector idle and pay a loop tail. Each thread takes one contiguous run of blocks with its own
+# scratch buffers (allocated once per call, not per block). Same constants as the Cython backend.
+NARROW = 32
+BLOCK = 64
+
+
+@njit
+def _block_run(n_rows, n_runs, run):
+    """Rows [start, stop) of ``run`` when ``n_rows`` rows, in blocks of BLOCK, are split evenly."""
+    n_blocks = (n_rows + BLOCK - 1) // BLOCK
+    start = run * n_blocks // n_runs * BLOCK
+    return start, min((run + 1) * n_blocks // n_runs * BLOCK, n_rows)
+
+
+@njit(fastmath=EXACT)
+def _block_maxima(x, maxima):
+    for r in range(x.shape[0]):
+        maxima[r] = _row_max(x[r])
+
+
+@njit(fastmath=EXACT)
+def _block_shift(x, maxima, shifted):
+    """shifted[r] = x[r] - maxima[r] for each row r of the block ``x``."""
+    for r in range(x.shape[0]):
+        for j in range(x.shape[1]):
+            shifted[r, j] = x[r, j] - maxima[r]
+
+
+@njit(fastmath=EXACT)
+def _flat_vexp(block):
+    """block = exp(block) in place: one loop over the C-contiguous block, vectorised."""
+    flat = block.reshape(block.size)
+    for i in range(flat.shape[0]):
+        flat[i] = vexp(flat[i])
+
+
+@njit(fastmath=REDUCE)
+def _row_sum(row):
+    s = 0.0
+    for j in range(row.shape[0]):
+        s += row[j]
+    return s
+
+
 # -- raw kernels (contract: fastsoftmax.backends) ----------------------------------------------
 
 
@@ -207,13 +253,31 @@ def _lse_of_nonfinite_max(row, m):
 def logsumexp(x, out, n_threads):
     caller_threads = numba.get_num_threads()
     numba.set_num_threads(n_threads)
-    for i in prange(x.shape[0]):
-        row = x[i]
-        m = _row_max(row)
-        if np.isfinite(m):
-            out[i] = m + np.log(_exp_sum_only(row, m))
-        else:
-            out[i] = _lse_of_nonfinite_max(row, m)
+    n, k = x.shape
+    if k < NARROW:
+        for run in prange(n_threads):
+            maxima, terms = np.empty(BLOCK, x.dtype), np.empty((BLOCK, k), x.dtype)
+            start, stop = _block_run(n, n_threads, run)
+            for first in range(start, stop, BLOCK):
+                rows = min(BLOCK, stop - first)
+                block = terms[:rows]
+                _block_maxima(x[first : first + rows], maxima)
+                _block_shift(x[first : first + rows], maxima, block)
+                _flat_vexp(block)
+                for r in range(rows):
+                    m = maxima[r]
+                    if np.isfinite(m):
+                        out[first + r] = m + np.log(_row_sum(block[r]))
+                    else:
+                        out[first + r] = _lse_of_nonfinite_max(x[first + r], m)
+    else:
+        for i in prange(n):
+            row = x[i]
+            m = _row_max(row)
+            if np.isfinite(m):
+                out[i] = m + np.log(_exp_sum_only(row, m))
+            else:
+                out[i] = _lse_of_nonfinite_max(row, m)
     numba.set_num_threads(caller_threads)
 
 
@@ -221,12 +285,27 @@ def logsumexp(x, out, n_threads):
 def softmax(x, out, n_threads):
     caller_threads = numba.get_num_threads()
     numba.set_num_threads(n_threads)
-    for i in prange(x.shape[0]):
-        row, dst = x[i], out[i]
-        m = _row_max(row)
-        inv = like(1.0 / _exp_sum(row, m, dst), m)
-        for j in range(dst.shape[0]):
-            dst[j] *= inv
+    n, k = x.shape
+    if k < NARROW:
+        for run in prange(n_threads):
+            maxima = np.empty(BLOCK, x.dtype)
+            start, stop = _block_run(n, n_threads, run)
+            for first in range(start, stop, BLOCK):
+                block = out[first : min(first + BLOCK, stop)]
+                _block_maxima(x[first : first + block.shape[0]], maxima)
+                _block_shift(x[first : first + block.shape[0]], maxima, block)
+                _flat_vexp(block)
+                for r in range(block.shape[0]):
+                    inv = like(1.0 / _row_sum(block[r]), maxima[r])
+                    for j in range(k):
+                        block[r, j] *= inv
+    else:
+        for i in prange(n):
+            row, dst = x[i], out[i]
+            m = _row_max(row)
+            inv = like(1.0 / _exp_sum(row, m, dst), m)
+            for j in range(k):
+                dst[j] *= inv
     numba.set_num_threads(caller_threads)
 
 
@@ -234,25 +313,47 @@ def softmax(x, out, n_threads):
 def log_softmax(x, out, n_threads):
     caller_threads = numba.get_num_threads()
     numba.set_num_threads(n_threads)
-    for i in prange(x.shape[0]):
-        row, dst = x[i], out[i]
-        m = _row_max(row)
-        log_sum = like(np.log(_exp_sum_only(row, m)), m)
-        for j in range(dst.shape[0]):
-            dst[j] = (row[j] - m) - log_sum
+    n, k = x.shape
+    if k < NARROW:
+        for run in prange(n_threads):
+            maxima, terms = np.empty(BLOCK, x.dtype), np.empty((BLOCK, k), x.dtype)
+            start, stop = _block_run(n, n_threads, run)
+            for first in range(start, stop, BLOCK):
+                block = out[first : min(first + BLOCK, stop)]
+                rows = block.shape[0]
+                _block_maxima(x[first : first + rows], maxima)
+                _block_shift(x[first : first + rows], maxima, block)  # block = x - m
+                exps = terms[:rows]
+                exps[:] = block
+                _flat_vexp(exps)
+                for r in range(rows):
+                    log_sum = like(np.log(_row_sum(exps[r])), maxima[r])
+                    for j in range(k):
+                        block[r, j] -= log_sum
+    else:
+        for i in prange(n):
+            row, dst = x[i], out[i]
+            m = _row_max(row)
+            log_sum = like(np.log(_exp_sum_only(row, m)), m)
+            for j in range(k):
+                dst[j] = (row[j] - m) - log_sum
     numba.set_num_threads(caller_threads)
 
 
 @njit(fastmath=EXACT)
-def _label_row(row, label, c, label_smoothing, grad):
-    """Write ``c * (softmax(row) - target)`` into ``grad`` (may be ``row``); return the
-    unweighted loss of the row against ``label`` smoothed by ``label_smoothing``."""
-    eps = label_smoothing / row.shape[0]
-    m = _row_max(row)
-    # Read what the loss needs before the gradient overwrites the row (grad may be row).
+def _label_shifts(row, label, m, label_smoothing):
+    """(row[label] - m, sum_j (row[j] - m)) in float64: what the loss needs from the row, read
+    before the gradient overwrites it (``grad_out`` may be ``logits``)."""
     true_shift = np.float64(row[label]) - m
     smooth_shift = _shifted_sum(row, m) if label_smoothing != 0 else 0.0
-    s = _exp_sum(row, m, grad)
+    return true_shift, smooth_shift
+
+
+@njit(fastmath=EXACT)
+def _label_finish(grad, label, c, label_smoothing, s, true_shift, smooth_shift, m):
+    """Turn exp(row - m) in ``grad`` (summing to ``s``) into ``c * (softmax(row) - target)``;
+    return the unweighted loss of the row against ``label`` smoothed by ``label_smoothing``."""
+    eps = label_smoothing / grad.shape[0]
     inv, off = like(c / s, m), like(c * eps, m)
     for j in range(grad.shape[0]):
         grad[j] = grad[j] * inv - off
@@ -266,14 +367,61 @@ def cross_entropy_labels(
 ):
     caller_threads = numba.get_num_threads()
     numba.set_num_threads(n_threads)
-    for i in prange(logits.shape[0]):
-        if labels[i] < 0:
-            grad_out[i, :] = 0
-            loss_out[i] = 0.0
-        else:
-            c = scale * weights[i]
-            loss = _label_row(logits[i], labels[i], c, label_smoothing, grad_out[i])
-            loss_out[i] = weights[i] * loss
+    n, k = logits.shape
+    if k < NARROW:
+        for run in prange(n_threads):
+            maxima = np.empty(BLOCK, logits.dtype)
+            true_shifts, smooth_shifts = np.zeros(BLOCK), np.zeros(BLOCK)
+            start, stop = _block_run(n, n_threads, run)
+            for first in range(start, stop, BLOCK):
+                block = grad_out[first : min(first + BLOCK, stop)]
+                rows = block.shape[0]
+                _block_maxima(logits[first : first + rows], maxima)
+                for r in range(rows):
+                    if labels[first + r] >= 0:
+                        true_shifts[r], smooth_shifts[r] = _label_shifts(
+                            logits[first + r], labels[first + r], maxima[r], label_smoothing
+                        )
+                _block_shift(logits[first : first + rows], maxima, block)
+                _flat_vexp(block)
+                for r in range(rows):
+                    i = first + r
+                    if labels[i] < 0:
+                        block[r, :] = 0
+                        loss_out[i] = 0.0
+                    else:
+                        loss = _label_finish(
+                            block[r],
+                            labels[i],
+                            scale * weights[i],
+                            label_smoothing,
+                            _row_sum(block[r]),
+                            true_shifts[r],
+                            smooth_shifts[r],
+                            maxima[r],
+                        )
+                        loss_out[i] = weights[i] * loss
+    else:
+        for i in prange(n):
+            if labels[i] < 0:
+                grad_out[i, :] = 0
+                loss_out[i] = 0.0
+            else:
+                row, grad = logits[i], grad_out[i]
+                m = _row_max(row)
+                true_shift, smooth_shift = _label_shifts(row, labels[i], m, label_smoothing)
+                s = _exp_sum(row, m, grad)
+                loss = _label_finish(
+                    grad,
+                    labels[i],
+                    scale * weights[i],
+                    label_smoothing,
+                    s,
+                    true_shift,
+                    smooth_shift,
+                    m,
+                )
+                loss_out[i] = weights[i] * loss
     numba.set_num_threads(caller_threads)
 
 
