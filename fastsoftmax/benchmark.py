@@ -799,6 +799,7 @@ _COLUMNS = (
     ("GB/s", 6, ">"),
     ("ceiling", 7, ">"),
     ("vs numpy", 8, ">"),
+    ("vs torch", 8, ">"),
     ("calls/sample", 12, ">"),
 )
 
@@ -820,7 +821,7 @@ def _case_block(rows: list[dict]) -> str:
         _table_line([name for name, _, _ in _COLUMNS]),
     ]
     for row in rows:
-        speedup = row["speedup_vs_numpy"]
+        speedup, vs_torch = row["speedup_vs_numpy"], row.get("speedup_vs_torch")
         lines.append(
             _table_line(
                 [
@@ -831,6 +832,7 @@ def _case_block(rows: list[dict]) -> str:
                     f"{row['gbps']:.1f}" if row["gbps"] is not None else "-",
                     f"{row['ceiling_pct']:.0f}%" if row["ceiling_pct"] is not None else "-",
                     f"{speedup:.2f}x" if speedup is not None else "-",
+                    f"{vs_torch:.2f}x" if vs_torch is not None else "-",
                     str(row["calls_per_sample"]),
                 ]
             )
@@ -859,8 +861,8 @@ class Report:
             "(sgd_update) write back lines they have just read and can pass it",
             f"timing: {settings['rounds']} interleaved rounds, samples >= "
             f"{settings['min_time'] * 1e3:g} ms; median, IQR in % of the median; GB/s = input "
-            "read once + output written once; vs numpy = the NumPy reference in the same mode "
-            "(or allocating)",
+            "read once + output written once; vs numpy / vs torch = time of the NumPy reference / "
+            "of PyTorch in the same mode (or allocating) over this row's time",
             "modes: alloc = the call allocates its result; out = into preallocated arrays "
             "(out=, grad_out=, in place for sgd_update, SGD momentum 0.9)",
         ]
@@ -1016,8 +1018,9 @@ def _kernel_rank(kernel: str) -> int:
     return order.index(kernel) if kernel in order else len(order)
 
 
-def _speedup(rows: list[dict], row: dict) -> float | None:
-    by_mode = {r["mode"]: r for r in rows if r["implementation"] == REFERENCE}
+def _speedup(rows: list[dict], row: dict, reference: str = REFERENCE) -> float | None:
+    """How many times faster ``row`` ran than ``reference`` in the same mode (or allocating)."""
+    by_mode = {r["mode"]: r for r in rows if r["implementation"] == reference}
     reference = by_mode.get(row["mode"]) or by_mode.get("alloc") or by_mode.get("out")
     return reference["median_s"] / row["median_s"] if reference else None
 
@@ -1240,6 +1243,7 @@ def _bench_case(table, kernel, dtype, shape, n_threads, rounds, min_time, ceilin
         )
     for row in rows:
         row["speedup_vs_numpy"] = _speedup(rows, row)
+        row["speedup_vs_torch"] = _speedup(rows, row, "torch")
     return rows
 
 
