@@ -71,7 +71,7 @@ def _as_dask_array(obj, name: str, chunks=None, lengths: bool = True):
     if isinstance(obj, da.Array):
         array = obj
     elif hasattr(obj, "to_dask_array"):  # dask DataFrame / Series
-        array = obj.to_dask_array(lengths=lengths)
+        array = obj.to_dask_array(lengths=True if lengths else None)
     elif hasattr(obj, "__dask_graph__"):
         raise TypeError(f"{name}: unsupported Dask collection {type(obj).__name__}")
     elif chunks is None:

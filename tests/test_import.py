@@ -32,3 +32,47 @@ def test_numpy_backend_call_does_not_import_numba():
         "fastsoftmax.softmax(np.zeros(3), backend='numpy')\n"
         "assert 'numba' not in sys.modules, 'numba imported'"
     )
+
+
+def test_classifier_does_not_import_dask():
+    run_python(
+        "import sys, numpy as np, fastsoftmax\n"
+        "from fastsoftmax import SoftmaxRegression\n"
+        "X, y = np.random.default_rng(0).random((40, 3)), np.arange(40) % 2\n"
+        "for solver in ('sgd', 'lbfgs'):\n"
+        "    SoftmaxRegression(solver=solver).fit(X, y).predict_proba(X)\n"
+        "assert 'dask' not in sys.modules, 'dask imported'\n"
+        "assert 'fastsoftmax._dask' not in sys.modules, 'fastsoftmax._dask imported'"
+    )
+
+
+def test_dask_input_without_dask_says_how_to_install_it():
+    # Dask hidden from the import system; a stand-in for a dask array (the classifier
+    # recognises Dask collections by their type's module, without importing Dask).
+    output = run_python(
+        "import sys\n"
+        "class HideDask:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.partition('.')[0] in ('dask', 'distributed'):\n"
+        "            raise ImportError(f'No module named {name!r}')\n"
+        "sys.meta_path.insert(0, HideDask())\n"
+        "import numpy as np\n"
+        "from fastsoftmax import SoftmaxRegression\n"
+        "Array = type('Array', (), {'__module__': 'dask.array.core',\n"
+        "                           '__dask_graph__': lambda self: {}})\n"
+        "model = SoftmaxRegression(solver='lbfgs')\n"
+        "try:\n"
+        "    model.fit(Array(), np.arange(4) % 2)\n"
+        "except ImportError as exc:\n"
+        "    print('fit:', exc)\n"
+        "model.fit(np.eye(4), np.arange(4) % 2)\n"
+        "try:\n"
+        "    model.predict(Array())\n"
+        "except ImportError as exc:\n"
+        "    print('predict:', exc)\n"
+    )
+    lines = output.splitlines()
+    assert [line.split(":")[0] for line in lines] == ["fit", "predict"], output
+    for line in lines:
+        assert "Dask cannot be imported" in line, line
+        assert 'pip install "fastsoftmax[dask]"' in line, line
