@@ -1,5 +1,6 @@
 """SoftmaxRegression(solver="lbfgs") in memory: the objective, the optimum, the parameters."""
 
+import itertools
 import warnings
 
 import numpy as np
@@ -61,7 +62,7 @@ def test_block_sums_add_up_over_any_split():
     cuts = [0, 1, 37, 37, 100]  # includes an empty block
     parts = [
         _lbfgs.block_sums(X[i:j], labels[i:j], weights[i:j], W, b)
-        for i, j in zip(cuts, cuts[1:], strict=False)
+        for i, j in itertools.pairwise(cuts)
     ]
     total = _lbfgs.add_block_sums(*parts)
     assert_allclose(total.weight, whole.weight, rtol=1e-14)
