@@ -10,10 +10,29 @@ from __future__ import annotations
 import math
 import numbers
 import operator
+import sys
 
 import numpy as np
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def as_array(value, name: str) -> np.ndarray:
+    """``np.asarray(value)``, refusing what it would read wrongly or explain badly.
+
+    A masked array is refused (``asarray`` would drop its mask and use the masked values), and
+    a ragged nested sequence raises a ``ValueError`` that names the argument.
+    """
+    masked = sys.modules.get("numpy.ma")  # no masked array exists before numpy.ma is imported
+    if masked is not None and isinstance(value, masked.MaskedArray):
+        raise TypeError(
+            f"{name} is a masked array, whose mask would be ignored: pass {name}.filled(value) "
+            "(for softmax, -inf gives the masked entries probability 0)"
+        )
+    try:
+        return np.asarray(value)
+    except ValueError as exc:  # e.g. [[1, 2], [3]]: NumPy's message does not say which argument
+        raise ValueError(f"{name} must be an array of numbers: {exc}") from None
 
 
 def float_array(x, name: str) -> np.ndarray:
@@ -22,7 +41,7 @@ def float_array(x, name: str) -> np.ndarray:
     Integer input is converted to float64 (as ``np.exp`` does); float16, long double, bool,
     complex, string and object input is refused rather than silently cast.
     """
-    arr = np.asarray(x)
+    arr = as_array(x, name)
     kind = arr.dtype.kind
     if kind in "iu":
         return arr.astype(np.float64)
@@ -76,7 +95,10 @@ def real_number(
     """A finite real scalar in the interval from ``low`` to ``high`` (open ends as flagged)."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
-    value = float(value)
+    try:
+        value = float(value)
+    except OverflowError:  # an integer beyond float64's range, such as 10**400
+        value = math.inf if value > 0 else -math.inf
     too_low = value <= low if low_open else value < low
     too_high = value >= high if high_open else value > high
     if not math.isfinite(value) or too_low or too_high:
@@ -96,21 +118,34 @@ def logits_array(logits) -> np.ndarray:
     return arr
 
 
-def labels_array(target: np.ndarray, n_rows: int, n_classes: int, ignore_index) -> np.ndarray:
-    """Integer class labels as int64 with -1 marking rows equal to ``ignore_index``."""
+def labels_array(
+    target: np.ndarray,
+    n_rows: int,
+    n_classes: int,
+    ignore_index,
+    name: str = "target",
+    rows_of: str = "logits",
+) -> np.ndarray:
+    """Integer class labels as int64 with -1 marking rows equal to ``ignore_index``.
+
+    ``name`` is the labels' argument and ``rows_of`` the argument whose rows they label, for
+    the messages.
+    """
     if target.dtype.kind not in "iu":
         raise TypeError(
-            "target must be integer class labels of shape (n_samples,) or a float probability "
+            f"{name} must be integer class labels of shape (n_samples,) or a float probability "
             f"matrix of shape (n_samples, n_classes); got a 1-D array of dtype {target.dtype}"
         )
     if target.shape != (n_rows,):
-        raise ValueError(f"target must have shape ({n_rows},) to match logits, got {target.shape}")
+        raise ValueError(
+            f"{name} must have shape ({n_rows},) to match {rows_of}, got {target.shape}"
+        )
     ignored = target == ignore_index if ignore_index is not None else np.zeros(n_rows, bool)
     invalid = ~ignored & ((target < 0) | (target >= n_classes))
     if invalid.any():
         bad = target[invalid][0]
         raise ValueError(
-            f"target holds class label {bad}, expected labels in [0, {n_classes})"
+            f"{name} holds class label {bad}, expected labels in [0, {n_classes})"
             + (f" or ignore_index={ignore_index}" if ignore_index is not None else "")
         )
     labels = target.astype(np.int64)
@@ -134,7 +169,7 @@ def soft_target_array(target: np.ndarray, shape: tuple, dtype: np.dtype) -> np.n
 def sample_weight_array(sample_weight, n_rows: int) -> np.ndarray:
     if sample_weight is None:
         return np.ones(n_rows)
-    weights = np.asarray(sample_weight)
+    weights = as_array(sample_weight, "sample_weight")
     if weights.dtype.kind not in "iuf":
         raise TypeError(f"sample_weight must be a real array, got dtype {weights.dtype}")
     if weights.shape != (n_rows,):
@@ -171,7 +206,7 @@ def sgd_arrays(param, grad, velocity, momentum: float, nesterov) -> tuple:
         raise TypeError(f"param must have dtype float32 or float64, got {param.dtype}")
     if not param.flags.writeable:
         raise ValueError("param is read-only")
-    grad = np.asarray(grad)
+    grad = as_array(grad, "grad")
     if grad.dtype != param.dtype:
         raise TypeError(f"grad must have dtype {param.dtype} like param, got {grad.dtype}")
     if grad.shape != param.shape:

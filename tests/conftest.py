@@ -42,3 +42,24 @@ def dtype(request) -> type:
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(12345)
+
+
+# -- Hypothesis profiles (the property tests, tests/test_properties.py) -----------------------
+# "ci", the default: a fixed number of examples drawn from a fixed seed (derandomize), so that
+# every run checks the same inputs and the property tests take seconds, not minutes.
+# "thorough": many more examples, fresh ones every run (failures are kept in .hypothesis/ and
+# replayed first next time). Choose it with either of
+#     HYPOTHESIS_PROFILE=thorough python -m pytest tests/test_properties.py
+#     python -m pytest tests/test_properties.py --hypothesis-profile=thorough
+try:
+    from hypothesis import settings as _hypothesis_settings
+except ImportError:  # hypothesis is a test dependency; without it only test_properties.py skips
+    _hypothesis_settings = None
+else:
+    _hypothesis_settings.register_profile(
+        "ci", max_examples=40, deadline=None, derandomize=True, print_blob=True
+    )
+    _hypothesis_settings.register_profile(
+        "thorough", max_examples=2000, deadline=None, print_blob=True
+    )
+    _hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
