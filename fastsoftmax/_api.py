@@ -272,7 +272,7 @@ def softmax_cross_entropy(
     ignore_index = check.ignore_index_value(ignore_index)
     reduction = check.reduction_value(reduction)
     n_threads = check.n_threads_value(n_threads)
-    target = np.asarray(target)
+    target = check.as_array(target, "target")
     if target.ndim == 1:
         labels = check.labels_array(target, n_rows, n_classes, ignore_index)
         kept = labels >= 0

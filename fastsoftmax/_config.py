@@ -116,15 +116,43 @@ def kernel_module(kernel: str, backend: str | None, work: int, n_threads: int | 
     Small problems run on one thread: on two cores, starting a parallel region costs more
     than it saves below about 2**15 elements (see TECHNIQUES.md, "Threads").
     """
+    global _openmp_started
     name = resolve_backend(backend)
     module = backends.load(name)
     cap = module.max_threads()
     threads = cap if n_threads is None else min(n_threads, cap)
     if work < PARALLEL_MIN_WORK:
         threads = 1
+    if _forked_after_openmp:
+        if name == "numba":
+            raise RuntimeError(
+                "backend 'numba' cannot run in a process forked after its parent ran a "
+                "parallel fastsoftmax kernel: GNU OpenMP does not survive fork(). Start worker "
+                "processes with the 'spawn' or 'forkserver' method, or use backend='cython' "
+                "(one thread in a forked child) or 'numpy'"
+            )
+        threads = 1  # no parallel region: the child's OpenMP thread pool is unusable
+    elif name == "numba" or (threads > 1 and name != "numpy"):
+        _openmp_started = True  # Numba starts its thread pool on its first call, whatever n
     if _log.isEnabledFor(logging.DEBUG):
         _log.debug("%s runs on backend %r with %d thread(s)", kernel, name, threads)
     return module, threads
 
 
 PARALLEL_MIN_WORK = 1 << 15
+
+# GNU OpenMP's thread pool does not survive fork(): a child forked after its parent ran a
+# parallel region hangs in its own first one (Cython), or Numba's OpenMP layer terminates it.
+# So a forked child of such a parent runs the Cython backend on one thread (no parallel region,
+# as PyTorch does) and refuses the Numba backend by name. Children of a parent that never ran
+# a parallel kernel, and spawned processes, are unaffected.
+_openmp_started = False
+_forked_after_openmp = False
+
+
+def _after_fork_in_child() -> None:
+    global _forked_after_openmp
+    _forked_after_openmp = _forked_after_openmp or _openmp_started
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -8,6 +8,8 @@ Cut-Cross-Entropy idea, on a CPU). BLAS is never called inside a parallel region
 
 from __future__ import annotations
 
+import numbers
+
 import numpy as np
 
 from fastsoftmax import _validation as check
@@ -124,30 +126,28 @@ def linear_softmax_cross_entropy(
     >>> float(loss), db
     (0.6931471805599453, array([0., 0.]))
     """
-    W = np.asarray(W)
+    W = check.as_array(W, "W")
     if W.ndim != 2 or W.dtype not in check.FLOAT_DTYPES:
         raise TypeError(f"W must be a 2-D float32 or float64 array (k, d), got {W.dtype} {W.shape}")
     n_classes, n_features = W.shape
-    b = np.asarray(b)
+    b = check.as_array(b, "b")
     if b.shape != (n_classes,) or b.dtype != W.dtype:
         raise ValueError(
             f"b must have shape ({n_classes},) and dtype {W.dtype}, got {b.dtype} {b.shape}"
         )
-    if not is_sparse(X):
-        X = np.asarray(X)
-    else:
-        X = X.tocsr()
+    X = X.tocsr() if is_sparse(X) else check.as_array(X, "X")
     if X.ndim != 2 or X.shape[1] != n_features:
         raise ValueError(f"X must be 2-D with {n_features} columns (W is {W.shape}), got {X.shape}")
     if X.dtype != W.dtype:
         raise TypeError(f"X must have dtype {W.dtype} like W, got {X.dtype}")
     n_rows = X.shape[0]
-    labels = check.labels_array(np.asarray(y), n_rows, n_classes, None)
+    labels = check.labels_array(check.as_array(y, "y"), n_rows, n_classes, None, "y", "X")
     weights = check.sample_weight_array(sample_weight, n_rows)
     l2 = check.real_number(l2, "l2", low=0)
     chunk = DEFAULT_CHUNK_ROWS if chunk_rows is None else chunk_rows
-    if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
+    if isinstance(chunk, bool) or not isinstance(chunk, numbers.Integral) or chunk < 1:
         raise ValueError(f"chunk_rows must be a positive integer, got {chunk_rows!r}")
+    chunk = int(chunk)
     n_threads = check.n_threads_value(n_threads)
     total_weight = float(weights.sum())
     if total_weight <= 0:

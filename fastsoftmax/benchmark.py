@@ -338,7 +338,9 @@ def rotation_copies(kernel: str, shape: tuple, dtype) -> int:
     Examples
     --------
     >>> from fastsoftmax.benchmark import rotation_copies
-    >>> rotation_copies("softmax", (1_000_000, 100), "float64")  # 1.6 GB per call: one set
+    >>> rotation_copies("softmax", (64, 10), "float32")  # 5 KB per call: the cap
+    64
+    >>> rotation_copies("softmax", (10_000_000, 100), "float64")  # 16 GB per call: one set
     1
     """
     moved = bytes_moved(kernel, shape, dtype)

@@ -362,7 +362,9 @@ cdef inline void label_row_finish(
         return
     grad_pass(grad, <floating>(c / s), <floating>(c * eps), <floating *>NULL, 0, k)
     grad[label] -= <floating>(c * (1.0 - label_smoothing))
-    loss[0] = weight * (log(s) - (1.0 - label_smoothing) * true_shift - eps * smooth_shift)
+    # label_smoothing == 1 drops the label: its -inf shift must not give 0 * -inf = NaN.
+    cdef double label_term = (1.0 - label_smoothing) * true_shift if label_smoothing != 1 else 0.0
+    loss[0] = weight * (log(s) - label_term - eps * smooth_shift)
 
 
 def cross_entropy_soft(
@@ -372,7 +374,7 @@ def cross_entropy_soft(
 ):
     cdef Py_ssize_t i, n = logits.shape[0], k = logits.shape[1]
     cdef floating m
-    cdef double mass, dot, smooth_shift, s, c
+    cdef double mass, dot, smooth_shift, s, c, target_term
     cdef double eps = label_smoothing / k
     cdef double keep = 1.0 - label_smoothing
     for i in prange(n, nogil=True, schedule="static", num_threads=n_threads,
@@ -389,7 +391,8 @@ def cross_entropy_soft(
         c = scale * weights[i]
         grad_pass(&grad_out[i, 0], <floating>(c * mass / s), <floating>(c * eps),
                   &target[i, 0], <floating>(c * keep), k)
-        loss_out[i] = weights[i] * (mass * log(s) - keep * dot - eps * smooth_shift)
+        target_term = keep * dot if keep != 0 else 0.0  # as in label_row_finish
+        loss_out[i] = weights[i] * (mass * log(s) - target_term - eps * smooth_shift)
 
 
 def sgd(floating[::1] param, const floating[::1] grad, double lr, double weight_decay,

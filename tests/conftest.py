@@ -45,8 +45,8 @@ def rng() -> np.random.Generator:
 
 
 # -- Hypothesis profiles (the property tests, tests/test_properties.py) -----------------------
-# "ci", the default: a fixed number of examples drawn from a fixed seed (derandomize), so that
-# every run checks the same inputs and the property tests take seconds, not minutes.
+# "ci", the default: 100 examples per test from a fixed seed (derandomize), so that every run
+# checks the same inputs and the property tests take seconds beyond Numba's compilation.
 # "thorough": many more examples, fresh ones every run (failures are kept in .hypothesis/ and
 # replayed first next time). Choose it with either of
 #     HYPOTHESIS_PROFILE=thorough python -m pytest tests/test_properties.py
@@ -57,7 +57,7 @@ except ImportError:  # hypothesis is a test dependency; without it only test_pro
     _hypothesis_settings = None
 else:
     _hypothesis_settings.register_profile(
-        "ci", max_examples=40, deadline=None, derandomize=True, print_blob=True
+        "ci", max_examples=100, deadline=None, derandomize=True, print_blob=True
     )
     _hypothesis_settings.register_profile(
         "thorough", max_examples=2000, deadline=None, print_blob=True

@@ -98,10 +98,17 @@ def raises(name, error, argument, call, marks=()):
     RAISES.append(pytest.param(error, argument, call, id=name, marks=marks))
 
 
-def works(name, call, expected, written=(), marks=()):
+def works(name, call, expected, written=(), marks=(), exact=True):
     """``call(arrays)`` must return what ``expected(arrays)`` does on a fresh namespace, and
-    modify nothing but the namespace arrays in ``written`` (its documented outputs)."""
-    WORKS.append(pytest.param(call, expected, written, id=name, marks=marks))
+    modify nothing but the namespace arrays in ``written`` (its documented outputs).
+
+    ``exact=False`` for a call whose output *is* its input: then Numba's LLVM loops take the
+    alias-checked scalar version instead of the vectorised one, whose sums are associated
+    differently, so the result may differ from the out-of-place one by rounding (measured:
+    one ulp of the largest gradient entry, for k from 4 to 1000); compared to 8 ulps of the
+    largest entry.
+    """
+    WORKS.append(pytest.param(call, expected, written, exact, id=name, marks=marks))
 
 
 def zero_row(result, i):
@@ -200,11 +207,6 @@ raises(
     ValueError,
     "target",
     lambda a: ce(a.x[:2], [[0.5, 0.5, 0, 0], [1.0]], a),
-    marks=pytest.mark.xfail(
-        strict=True,
-        reason="bug: _api.softmax_cross_entropy calls np.asarray(target) itself, whose "
-        "ValueError does not name target (fix: check.as_array(target, 'target'))",
-    ),
 )
 for int_dtype in (np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint16, np.uint32, np.uint64):
     info = np.iinfo(int_dtype)
@@ -315,6 +317,7 @@ works(
     lambda a: ce(a.soft, a.soft, a, grad_out=a.soft, label_smoothing=0.1),
     lambda a: ce(a.soft, a.soft.copy(), a, label_smoothing=0.1),
     written=("soft",),
+    exact=False,
 )
 works(
     "sce-grad-out-overlaps-the-soft-target",  # grad rows 0-3 are target rows 1-4
@@ -428,11 +431,6 @@ raises(
     ValueError,
     "X",
     lambda a: linear(a, X=[[1.0, 2.0, 3.0], [1.0]], y=a.labels[:2]),
-    marks=pytest.mark.xfail(
-        strict=True,
-        reason="bug: _linear calls np.asarray(X) itself, whose ValueError does not name X "
-        "(fix: check.as_array(X, 'X'))",
-    ),
 )
 raises("linear-W-float16", TypeError, "W", lambda a: linear(a, W=a.W.astype(np.float16)))
 raises("linear-b-wrong-shape", ValueError, r"\bb\b", lambda a: linear(a, b=a.b[:3]))
@@ -444,23 +442,13 @@ raises(
     "sample_weight",
     lambda a: linear(a, sample_weight=np.zeros(5)),
 )
-Y_BUG = pytest.mark.xfail(
-    strict=True,
-    reason="bug: _linear passes y to check.labels_array without name='y', rows_of='X', so the "
-    "message speaks of 'target' and 'logits'",
-)
-raises("linear-y-out-of-range", ValueError, r"\by\b", lambda a: linear(a, y=a.labels + 1), Y_BUG)
-raises("linear-y-wrong-length", ValueError, r"\by\b", lambda a: linear(a, y=a.labels[:4]), Y_BUG)
-raises("linear-y-float", TypeError, r"\by\b", lambda a: linear(a, y=a.labels * 1.0), Y_BUG)
+raises("linear-y-out-of-range", ValueError, r"\by\b", lambda a: linear(a, y=a.labels + 1))
+raises("linear-y-wrong-length", ValueError, r"\by\b", lambda a: linear(a, y=a.labels[:4]))
+raises("linear-y-float", TypeError, r"\by\b", lambda a: linear(a, y=a.labels * 1.0))
 works(
     "linear-chunk-rows-numpy-integer",
     lambda a: linear(a, chunk_rows=np.int64(2)),
     lambda a: linear(a, chunk_rows=2),
-    marks=pytest.mark.xfail(
-        strict=True,
-        reason="bug: _linear checks isinstance(chunk_rows, int), refusing NumPy integers "
-        "(fix: numbers.Integral, as check.n_threads_value does)",
-    ),
 )
 works(
     "linear-lists",
@@ -481,24 +469,29 @@ def test_bad_input_raises_naming_the_argument_and_writes_nothing(error, argument
     assert_unchanged(arrays, before)
 
 
-def assert_same(got, expected, where: str) -> None:
+def assert_same(got, expected, where: str, exact: bool = True) -> None:
     if isinstance(expected, tuple):
         assert isinstance(got, tuple) and len(got) == len(expected), f"{where}: got {got!r}"
         for i, (g, e) in enumerate(zip(got, expected, strict=True)):
-            assert_same(g, e, f"{where}[{i}]")
+            assert_same(g, e, f"{where}[{i}]", exact)
     elif expected is None:
         assert got is None, f"{where}: got {got!r}"
     else:
         got = np.asarray(got)
         assert got.dtype == np.asarray(expected).dtype, f"{where}: dtype {got.dtype}"
-        assert_array_equal(got, expected, err_msg=where, strict=True)
+        if exact:
+            assert_array_equal(got, expected, err_msg=where, strict=True)
+        else:
+            assert got.shape == np.shape(expected), f"{where}: shape {got.shape}"
+            atol = 8 * np.finfo(got.dtype).eps * np.max(np.abs(expected), initial=0)
+            np.testing.assert_allclose(got, expected, rtol=0, atol=atol, err_msg=where)
 
 
-@pytest.mark.parametrize(("call", "expected", "written"), WORKS)
-def test_odd_but_valid_input_gives_the_plain_result(call, expected, written, backend):
+@pytest.mark.parametrize(("call", "expected", "written", "exact"), WORKS)
+def test_odd_but_valid_input_gives_the_plain_result(call, expected, written, exact, backend):
     want = expected(user_arrays(backend))
     arrays = user_arrays(backend)
     before = snapshot(arrays)
     got = call(arrays)
-    assert_same(got, want, f"backend={backend}")
+    assert_same(got, want, f"backend={backend}", exact)
     assert_unchanged(arrays, before, written)

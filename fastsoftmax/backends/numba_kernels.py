@@ -358,7 +358,9 @@ def _label_finish(grad, label, c, label_smoothing, s, true_shift, smooth_shift, 
     for j in range(grad.shape[0]):
         grad[j] = grad[j] * inv - off
     grad[label] -= like(c * (1.0 - label_smoothing), m)
-    return np.log(s) - (1.0 - label_smoothing) * true_shift - eps * smooth_shift
+    # label_smoothing == 1 drops the label: its -inf shift must not give 0 * -inf = NaN.
+    label_term = (1.0 - label_smoothing) * true_shift if label_smoothing != 1 else 0.0
+    return np.log(s) - label_term - eps * smooth_shift
 
 
 @njit(parallel=True, fastmath=EXACT)
@@ -458,7 +460,8 @@ def cross_entropy_soft(
         c_keep = like(c * keep, m)
         for j in range(n_classes):
             grad[j] = grad[j] * inv - c_keep * t[j] - off
-        loss = mass * np.log(s) - keep * dot - eps * smooth_shift
+        target_term = keep * dot if keep != 0 else 0.0  # as in _label_finish
+        loss = mass * np.log(s) - target_term - eps * smooth_shift
         loss_out[i] = weights[i] * loss
     numba.set_num_threads(caller_threads)
 

@@ -63,14 +63,15 @@ def _cross_entropy(logits, target, kept, weights, scale, label_smoothing, loss_o
     """loss_i = -w_i sum_j t_ij log p_ij, grad_i = scale w_i (p_i sum_j t_ij - t_i).
 
     The target is mixed with the uniform distribution first; a zero target entry contributes
-    nothing to the loss (0 log 0 = 0); ignored rows (``kept`` False) get zero loss and gradient.
+    nothing to the loss (0 log 0 = 0) unless its log p is NaN (a row of NaN/+inf or only -inf
+    logits, whose loss is NaN); ignored rows (``kept`` False) get zero loss and gradient.
     """
     n_classes = logits.shape[1]
     t = (1 - label_smoothing) * target + label_smoothing / n_classes
     log_p = np.empty_like(logits)
     log_softmax(logits, log_p, 1)
     with np.errstate(invalid="ignore"):
-        row_loss = -np.sum(np.where(t != 0, t * log_p, 0), axis=1)
+        row_loss = -np.sum(np.where((t != 0) | np.isnan(log_p), t * log_p, 0), axis=1)
         row_grad = np.exp(log_p) * np.sum(t, axis=1, keepdims=True) - t
     loss_out[:] = np.where(kept, weights * row_loss, 0)
     grad_out[:] = np.where(kept[:, None], (scale * weights)[:, None] * row_grad, 0)
