@@ -16,9 +16,10 @@ import json
 import math
 import time
 import warnings
+import zipfile
 
 import numpy as np
-from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.base import BaseEstimator, ClassifierMixin, clone
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import train_test_split
 from sklearn.utils.multiclass import check_classification_targets
@@ -36,6 +37,8 @@ SCHEDULES = ("constant", "invscaling", "cosine")
 # test accuracy of {8, 16, 24, 40} on Fashion-MNIST and digits (step 0.147 and 1.5 there).
 AUTO_STEP = 24.0
 _SAVE_FORMAT = 1
+# The arrays save() writes besides format_version.
+_SAVE_KEYS = ("coef", "intercept", "classes", "params", "n_iter", "learning_rate", "loss_curve")
 
 
 class SoftmaxRegression(ClassifierMixin, BaseEstimator):
@@ -270,6 +273,23 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
         check_classification_targets(y)
         return X, y
 
+    def _validate_new_Xy(self, X, y):
+        """``_validate_Xy`` for a fresh start, into locals: a refused call must leave the
+        model as it was, so the data is checked on a blank copy.
+
+        Returns ``X``, ``y`` and the input attributes (``n_features_in_``, and
+        ``feature_names_in_`` for a dataframe) to store with :meth:`_set_input` once every
+        other check has passed.
+        """
+        blank = clone(self)
+        X, y = blank._validate_Xy(X, y, reset=True)
+        return X, y, {name: value for name, value in vars(blank).items() if name.endswith("_")}
+
+    def _set_input(self, attributes: dict) -> None:
+        # As validate_data(reset=True): X without column names drops the previous names.
+        self.__dict__.pop("feature_names_in_", None)
+        self.__dict__.update(attributes)
+
     # -- training ------------------------------------------------------------------------------
 
     def fit(self, X, y, sample_weight=None) -> SoftmaxRegression:
@@ -291,10 +311,11 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
         self._check_params()
         if _has_dask(X, y, sample_weight):
             return _dask_module().fit(self, X, y, sample_weight)
-        X, y = self._validate_Xy(X, y, reset=True)
+        X, y, input_attributes = self._validate_new_Xy(X, y)
         classes, labels = np.unique(y, return_inverse=True)
         weights = self._sample_weight(sample_weight, X.shape[0])
         keep_weights = self._set_classes(classes)
+        self._set_input(input_attributes)
         if self.solver == "lbfgs":
             unit = bool(np.all(weights == 1))
             backend, n_threads = self.backend, self.n_threads
@@ -413,28 +434,32 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
         first_call = not hasattr(self, "coef_")
         if first_call and classes is None:
             raise ValueError("classes must be given on the first call to partial_fit")
-        X, y = self._validate_Xy(X, y, reset=first_call)
         if first_call:
-            self.classes_ = np.unique(np.asarray(classes))
-            if len(self.classes_) < 2:
+            X, y, input_attributes = self._validate_new_Xy(X, y)
+            classes = np.unique(np.asarray(classes))
+            if len(classes) < 2:
                 raise ValueError("classes must hold at least 2 labels")
-            rng = np.random.default_rng(_seed(self.random_state))
-            self._init_weights(len(self.classes_), X.shape[1], rng)
-            self._partial_rng = rng
-            self._resolve_learning_rate(X)
-            self.loss_curve_, self.validation_scores_, self.n_iter_ = [], [], 0
-        elif classes is not None and not np.array_equal(np.unique(classes), self.classes_):
-            raise ValueError(f"classes differ from the first call's: {self.classes_!r}")
-        labels = np.searchsorted(self.classes_, y)
-        unseen = (labels >= len(self.classes_)) | (
-            self.classes_[np.minimum(labels, len(self.classes_) - 1)] != y
-        )
+        else:
+            X, y = self._validate_Xy(X, y, reset=False)
+            if classes is not None and not np.array_equal(np.unique(classes), self.classes_):
+                raise ValueError(f"classes differ from the first call's: {self.classes_!r}")
+            classes = self.classes_
+        labels = np.searchsorted(classes, y)
+        unseen = (labels >= len(classes)) | (classes[np.minimum(labels, len(classes) - 1)] != y)
         if np.any(unseen):
             raise ValueError(
                 f"y holds labels not in classes: {np.unique(np.asarray(y)[unseen])[:10]!r}"
             )
         weights = self._sample_weight(sample_weight, X.shape[0])
-        if not math.isfinite(self.learning_rate_):  # after an L-BFGS fit
+        if first_call:  # only now: a refused first call leaves the model unfitted
+            self._set_input(input_attributes)
+            self.classes_ = classes
+            rng = np.random.default_rng(_seed(self.random_state))
+            self._init_weights(len(classes), X.shape[1], rng)
+            self._partial_rng = rng
+            self._resolve_learning_rate(X)
+            self.loss_curve_, self.validation_scores_, self.n_iter_ = [], [], 0
+        elif not math.isfinite(self.learning_rate_):  # after an L-BFGS fit
             self._resolve_learning_rate(X)
         # partial_fit runs at a constant step: a decaying schedule needs a known horizon.
         self._train(X, labels, weights, self._partial_rng, 1, None, constant_lr=True)
@@ -673,27 +698,82 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
 
     @classmethod
     def load(cls, path) -> SoftmaxRegression:
-        """Read a model written by :meth:`save`."""
-        with np.load(path, allow_pickle=False) as data:
-            version = int(data["format_version"]) if "format_version" in data else None
-            if version != _SAVE_FORMAT:
-                raise ValueError(
-                    f"{path}: model file format {version!r} is not supported by this "
-                    f"fastsoftmax (it reads format {_SAVE_FORMAT})"
-                )
-            params = json.loads(str(data["params"]))
-            params["dtype"] = np.dtype(params["dtype"]).type
-            model = cls(**params)
-            model.coef_ = data["coef"].copy()
-            model.intercept_ = data["intercept"].copy()
-            model.classes_ = data["classes"].copy()
-            model.n_iter_ = int(data["n_iter"])
-            model.learning_rate_ = float(data["learning_rate"])
-            model.loss_curve_ = data["loss_curve"].tolist()
-        model.n_features_in_ = model.coef_.shape[1]
+        """Read a model written by :meth:`save`.
+
+        Raises
+        ------
+        FileNotFoundError
+            There is no file at ``path``.
+        ValueError
+            The file is not a model file this fastsoftmax reads: damaged, incomplete,
+            inconsistent, or of another format version. The message names ``path``.
+        """
+        unreadable = f"{path}: not a readable fastsoftmax model file"
+        try:
+            data = np.load(path, allow_pickle=False)
+            if not isinstance(data, np.lib.npyio.NpzFile):
+                raise ValueError("it holds one array (.npy), not the .npz archive save() writes")
+            with data:
+                # Read every array now: their CRC checks find a damaged file before any use.
+                arrays = {key: data[key] for key in data.files}
+            version = int(arrays["format_version"]) if "format_version" in arrays else None
+        except (ValueError, TypeError, EOFError, zipfile.BadZipFile) as exc:
+            raise ValueError(f"{unreadable}: {exc}") from exc
+        if version != _SAVE_FORMAT:
+            raise ValueError(
+                f"{path}: model file format {version!r} is not supported by this "
+                f"fastsoftmax (it reads format {_SAVE_FORMAT})"
+            )
+        try:
+            model = cls._from_saved_arrays(arrays)
+        except (ValueError, TypeError) as exc:
+            raise ValueError(f"{unreadable}: {exc}") from exc
         model.validation_scores_ = []
         model._velocity = (np.zeros_like(model.coef_.T, order="C"), np.zeros_like(model.intercept_))
         model._partial_rng = np.random.default_rng(_seed(model.random_state))
+        return model
+
+    @classmethod
+    def _from_saved_arrays(cls, arrays: dict) -> SoftmaxRegression:
+        """The model of the arrays of a format-1 file, once they are known to be complete and
+        consistent (ValueError or TypeError otherwise)."""
+        missing = [key for key in _SAVE_KEYS if key not in arrays]
+        if missing:
+            raise ValueError(f"no {', '.join(missing)} in it")
+        try:
+            params = json.loads(str(arrays["params"]))
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"params is not JSON ({exc})") from exc
+        if not isinstance(params, dict):
+            raise ValueError(f"params is not a JSON object: {params!r}")
+        unknown = sorted(set(params) - set(cls().get_params()))
+        if unknown:
+            raise ValueError(
+                f"hyper-parameters {unknown} are unknown to this fastsoftmax (a newer one "
+                "may have written the file)"
+            )
+        if "dtype" in params:
+            params["dtype"] = np.dtype(params["dtype"]).type
+        coef, intercept, classes = arrays["coef"], arrays["intercept"], arrays["classes"]
+        # predict needs coef (k, d), intercept (k,) and classes (k,), k >= 2.
+        if not (
+            coef.ndim == 2
+            and len(coef) >= 2
+            and intercept.shape == classes.shape == (len(coef),)
+            and coef.dtype.kind == intercept.dtype.kind == "f"
+        ):
+            raise ValueError(
+                f"coef {coef.dtype}{list(coef.shape)}, intercept "
+                f"{intercept.dtype}{list(intercept.shape)} and classes {list(classes.shape)} "
+                "do not make a model: coef must be float (k, d), intercept float (k,) and "
+                "classes (k,), k >= 2"
+            )
+        model = cls(**params)
+        model.coef_, model.intercept_, model.classes_ = coef, intercept, classes
+        model.n_features_in_ = coef.shape[1]
+        model.n_iter_ = int(arrays["n_iter"])
+        model.learning_rate_ = float(arrays["learning_rate"])
+        model.loss_curve_ = arrays["loss_curve"].tolist()
         return model
 
 

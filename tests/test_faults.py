@@ -191,12 +191,6 @@ def test_a_refused_partial_fit_changes_nothing(bad, data):
     assert_same_model(model, before, f"refused partial_fit ({bad}), then partial_fit")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: partial_fit sets classes_ and initial weights before checking y against "
-    "classes, so a refused first call leaves a 'fitted' untrained model (fix: check the "
-    "labels before _init_weights)",
-)
 def test_a_refused_first_partial_fit_leaves_the_model_unfitted(data):
     from sklearn.exceptions import NotFittedError
 
@@ -208,12 +202,6 @@ def test_a_refused_first_partial_fit_leaves_the_model_unfitted(data):
         model.predict(X)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: fit resets n_features_in_ (validate_data(reset=True)) before refusing y, so "
-    "a refused fit leaves a model that refuses its own training data (fix: validate into "
-    "locals and assign attributes only once every check has passed)",
-)
 def test_a_refused_fit_keeps_the_previous_model(data):
     X, _ = data
     model, before = trained(data, 2), trained(data, 2)
@@ -295,32 +283,19 @@ def damage(path, arrays, how: str) -> None:
         raise AssertionError(how)
 
 
-LOAD_BUG = pytest.mark.xfail(
-    strict=True,
-    reason="bug: SoftmaxRegression.load lets NumPy's, zipfile's and json's errors through "
-    "(BadZipFile, KeyError, TypeError, JSONDecodeError, ...) without the path, and loads "
-    "inconsistent shapes (fix: one try/except around the reading that raises "
-    "ValueError(f'{path}: not a readable fastsoftmax model file: {exc}'), a check that every "
-    "key is present, and a shape check of coef/intercept/classes)",
-)
-
-
 @pytest.mark.parametrize(
     "how",
     [
-        pytest.param(how, marks=LOAD_BUG)
-        for how in (
-            "truncated",
-            "corrupted",
-            "empty",
-            "text",
-            "npy-not-npz",
-            "missing-coef",
-            "missing-params",
-            "params-not-json",
-            "params-unknown-name",
-            "coef-wrong-shape",
-        )
+        "truncated",
+        "corrupted",
+        "empty",
+        "text",
+        "npy-not-npz",
+        "missing-coef",
+        "missing-params",
+        "params-not-json",
+        "params-unknown-name",
+        "coef-wrong-shape",
     ],
 )
 def test_a_damaged_file_is_refused_with_a_clear_message(how, saved):
