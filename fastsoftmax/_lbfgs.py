@@ -136,6 +136,20 @@ def minimize(
     iteration.
     """
     from scipy.optimize import minimize as scipy_minimize
+    from threadpoolctl import ThreadpoolController
+
+    # L-BFGS-B's own BLAS calls work on vectors of k * (d + 1) entries: threads gain nothing
+    # there, and an OpenBLAS team that has just worked spins on the cores while the data term
+    # runs (with SciPy's OpenBLAS at 2 threads, 30 iterations on Fashion-MNIST took 3.2 s
+    # instead of 2.5 s). So the optimiser runs with one BLAS thread and the data term with the
+    # caller's settings.
+    blas = ThreadpoolController().select(user_api="blas")
+    callers_threads = blas.info()
+    data_term_in_memory = data_term
+
+    def data_term(W, b):
+        with blas.limit(limits=callers_threads):
+            return data_term_in_memory(W, b)
 
     objective = Objective(data_term, *coef.shape, coef.dtype, l2)
     loss_curve = []
@@ -146,19 +160,20 @@ def minimize(
             W, b = objective.unflatten(intermediate_result.x)
             on_iteration(len(loss_curve), W, b, loss_curve[-1])
 
-    result = scipy_minimize(
-        objective,
-        objective.flatten(coef, intercept),
-        jac=True,
-        method="L-BFGS-B",
-        callback=callback,
-        options={
-            "maxiter": max_iter,
-            "gtol": 0.0 if tol is None else tol,
-            "ftol": FTOL,
-            "maxls": MAX_LINE_SEARCH,
-        },
-    )
+    with blas.limit(limits=1):
+        result = scipy_minimize(
+            objective,
+            objective.flatten(coef, intercept),
+            jac=True,
+            method="L-BFGS-B",
+            callback=callback,
+            options={
+                "maxiter": max_iter,
+                "gtol": 0.0 if tol is None else tol,
+                "ftol": FTOL,
+                "maxls": MAX_LINE_SEARCH,
+            },
+        )
     W, b = objective.unflatten(result.x)
     message = result.message if isinstance(result.message, str) else str(result.message)
     return LbfgsResult(W, b, int(result.nit), loss_curve, bool(result.success), message)
