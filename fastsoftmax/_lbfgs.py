@@ -145,13 +145,12 @@ def minimize(
     # with the caller's settings.
     blas = ThreadpoolController().select(user_api="blas")
     callers_threads = blas.info()
-    data_term_in_memory = data_term
 
-    def data_term(W, b):
+    def data_term_on_callers_threads(W, b):
         with blas.limit(limits=callers_threads):
-            return data_term_in_memory(W, b)
+            return data_term(W, b)
 
-    objective = Objective(data_term, *coef.shape, coef.dtype, l2)
+    objective = Objective(data_term_on_callers_threads, *coef.shape, coef.dtype, l2)
     loss_curve = []
 
     def callback(intermediate_result):

@@ -217,25 +217,12 @@ def _exp_sum_impl(row, m, dst):
 
 
 @njit(fastmath=REDUCE)
-def _exp_sum_fused(row, m):
-    """sum_j exp(row[j] - m) in float64, in one loop (nothing stored)."""
+def _exp_sum_only(row, m):
+    """sum_j exp(row[j] - m) in float64, nothing stored."""
     s = 0.0
     for j in range(row.shape[0]):
         s += vexp(row[j] - m)
     return s
-
-
-def _exp_sum_only(row, m, scratch):
-    """sum_j exp(row[j] - m) in float64; ``scratch`` (k values of the row's dtype) may be
-    overwritten."""
-    raise NotImplementedError  # replaced by the overload below inside jitted code
-
-
-@overload(_exp_sum_only, jit_options={"fastmath": REDUCE})
-def _exp_sum_only_impl(row, m, scratch):
-    if row.dtype == types.float32:  # exp then sum, as in _exp_sum: 1.2-1.4x for logsumexp
-        return lambda row, m, scratch: _exp_sum(row, m, scratch)
-    return lambda row, m, scratch: _exp_sum_fused(row, m)
 
 
 @njit(fastmath=REDUCE)
@@ -333,12 +320,12 @@ def logsumexp(x, out, n_threads):
                         out[first + r] = _lse_of_nonfinite_max(x[first + r], m)
     else:
         for run in prange(n_threads):
-            terms = np.empty(k, x.dtype)  # scratch of _exp_sum_only, one per thread
+            terms = np.empty(k, x.dtype)  # _exp_sum's terms, one row per thread
             for i in range(run * n // n_threads, (run + 1) * n // n_threads):
                 row = x[i]
                 m = _row_max(row)
                 if np.isfinite(m):
-                    out[i] = m + np.log(_exp_sum_only(row, m, terms))
+                    out[i] = m + np.log(_exp_sum(row, m, terms))
                 else:
                     out[i] = _lse_of_nonfinite_max(row, m)
     numba.set_num_threads(caller_threads)
@@ -394,12 +381,10 @@ def log_softmax(x, out, n_threads):
                     for j in range(k):
                         block[r, j] -= log_sum
     else:
-        # One loop per row (no scratch for the float32 exp-then-sum, as in logsumexp): that
-        # structure made float64 rows of 128 up to 1.8x slower.
         for i in prange(n):
             row, dst = x[i], out[i]
             m = _row_max(row)
-            log_sum = like(np.log(_exp_sum_fused(row, m)), m)
+            log_sum = like(np.log(_exp_sum_only(row, m)), m)
             for j in range(k):
                 dst[j] = (row[j] - m) - log_sum
     numba.set_num_threads(caller_threads)
