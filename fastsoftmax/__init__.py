@@ -7,7 +7,15 @@ Examples
 array([0.5, 0.5])
 """
 
-from fastsoftmax._api import log_softmax, logsumexp, sgd_update, softmax, softmax_cross_entropy
+from fastsoftmax._api import (
+    log_softmax,
+    log_softmax_backward,
+    logsumexp,
+    sgd_update,
+    softmax,
+    softmax_backward,
+    softmax_cross_entropy,
+)
 from fastsoftmax._config import get_backend, resolve_backend, set_backend, use_backend
 from fastsoftmax._linear import linear_softmax_cross_entropy
 from fastsoftmax._warmup import warmup
@@ -37,11 +45,13 @@ __all__ = [
     "get_backend",
     "linear_softmax_cross_entropy",
     "log_softmax",
+    "log_softmax_backward",
     "logsumexp",
     "resolve_backend",
     "set_backend",
     "sgd_update",
     "softmax",
+    "softmax_backward",
     "softmax_cross_entropy",
     "use_backend",
     "warmup",

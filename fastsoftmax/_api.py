@@ -77,15 +77,16 @@ def _rows(x: np.ndarray, axis: int) -> np.ndarray:
     return np.ascontiguousarray(moved).reshape(-1, moved.shape[-1])
 
 
-def _rowwise(kernel: str, x, axis, out, backend, n_threads) -> np.ndarray:
-    x = check.float_array(x, "x")
-    axis = check.axis_index(axis, x.ndim)
+def _rowwise(kernel: str, inputs: tuple, axis, out, backend, n_threads) -> np.ndarray:
+    """Run row kernel ``kernel`` along ``axis`` on validated ``inputs`` of one shape and dtype."""
+    first = inputs[0]
+    axis = check.axis_index(axis, first.ndim)
     n_threads = check.n_threads_value(n_threads)
-    module, threads = kernel_module(kernel, backend, x.size, n_threads)
-    output = _RowsOutput(out, x.shape, x.dtype, axis, "out")
-    if x.size:
-        rows = _detached(_rows(x, axis), output.rows)
-        getattr(module, kernel)(rows, output.rows, threads)
+    module, threads = kernel_module(kernel, backend, first.size, n_threads)
+    output = _RowsOutput(out, first.shape, first.dtype, axis, "out")
+    if first.size:
+        rows = [_detached(_rows(array, axis), output.rows) for array in inputs]
+        getattr(module, kernel)(*rows, output.rows, threads)
     return output.finish()
 
 
@@ -177,7 +178,7 @@ def softmax(
     >>> fastsoftmax.softmax(np.log(np.array([1.0, 3.0])))
     array([0.25, 0.75])
     """
-    return _rowwise("softmax", x, axis, out, backend, n_threads)
+    return _rowwise("softmax", (check.float_array(x, "x"),), axis, out, backend, n_threads)
 
 
 def log_softmax(
@@ -208,7 +209,93 @@ def log_softmax(
     >>> fastsoftmax.log_softmax(np.array([1e30, 1e30]))
     array([-0.69314718, -0.69314718])
     """
-    return _rowwise("log_softmax", x, axis, out, backend, n_threads)
+    return _rowwise("log_softmax", (check.float_array(x, "x"),), axis, out, backend, n_threads)
+
+
+def _backward_inputs(grad_output, output) -> tuple[np.ndarray, np.ndarray]:
+    grad_output = check.float_array(grad_output, "grad_output")
+    return grad_output, check.paired_array(output, grad_output, "output", "grad_output")
+
+
+def softmax_backward(
+    grad_output,
+    output,
+    axis: int = -1,
+    *,
+    out: np.ndarray | None = None,
+    backend: str | None = None,
+    n_threads: int | None = None,
+) -> np.ndarray:
+    """Gradient through :func:`softmax`: ``output * (grad_output - sum(grad_output * output))``.
+
+    The vector-Jacobian product of ``y = softmax(x, axis)``: given ``y`` and the gradient ``g``
+    of a loss with respect to ``y``, the gradient with respect to ``x``, summed along ``axis``
+    in float64. Non-finite values propagate through the formula (IEEE arithmetic).
+
+    Parameters
+    ----------
+    grad_output : array_like
+        Gradient with respect to the softmax output; float32 or float64.
+    output : array_like
+        The softmax output ``y``, of ``grad_output``'s shape and dtype.
+    axis : int, default -1
+        The axis the softmax was taken along.
+    out : numpy.ndarray, optional
+        Writeable array of ``grad_output``'s shape and dtype; may be ``grad_output`` or
+        ``output`` itself.
+    backend, n_threads
+        As for :func:`logsumexp`.
+
+    Returns
+    -------
+    numpy.ndarray
+        The gradient with respect to the softmax input; ``out`` if given.
+
+    Examples
+    --------
+    >>> import numpy as np, fastsoftmax
+    >>> y = fastsoftmax.softmax(np.array([0.0, 0.0]))
+    >>> fastsoftmax.softmax_backward(np.array([1.0, 0.0]), y)
+    array([ 0.25, -0.25])
+    """
+    inputs = _backward_inputs(grad_output, output)
+    return _rowwise("softmax_backward", inputs, axis, out, backend, n_threads)
+
+
+def log_softmax_backward(
+    grad_output,
+    output,
+    axis: int = -1,
+    *,
+    out: np.ndarray | None = None,
+    backend: str | None = None,
+    n_threads: int | None = None,
+) -> np.ndarray:
+    """Gradient through :func:`log_softmax`: ``grad_output - exp(output) * sum(grad_output)``.
+
+    The vector-Jacobian product of ``y = log_softmax(x, axis)``: given ``y`` and the gradient
+    ``g`` of a loss with respect to ``y``, the gradient with respect to ``x``, with the sum along
+    ``axis`` in float64. Non-finite values propagate through the formula.
+
+    Parameters
+    ----------
+    grad_output, output, axis, out, backend, n_threads
+        As for :func:`softmax_backward`, with ``output`` the log_softmax output.
+
+    Returns
+    -------
+    numpy.ndarray
+        The gradient with respect to the log_softmax input; ``out`` if given.
+
+    Examples
+    --------
+    >>> import numpy as np, fastsoftmax
+    >>> y = fastsoftmax.log_softmax(np.array([0.0, 0.0]))
+    >>> fastsoftmax.log_softmax_backward(np.array([1.0, 0.0]), y)
+    array([ 0.5, -0.5])
+    """
+    inputs = _backward_inputs(grad_output, output)
+    return _rowwise("log_softmax_backward", inputs, axis, out, backend, n_threads)
 
 
 def softmax_cross_entropy(

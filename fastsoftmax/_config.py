@@ -13,11 +13,6 @@ from fastsoftmax import backends
 
 ENV_VAR = "FASTSOFTMAX_BACKEND"
 
-# "auto" tries these in order and takes the first one built on this machine. Measured with
-# `python -m fastsoftmax info`: the compiled backends beat the reference on every kernel and
-# shape, and Cython needs no JIT compilation on first use.
-AUTO_ORDER = ("cython", "numba", "numpy")
-
 _log = logging.getLogger("fastsoftmax")
 _global_choice: str | None = None
 _context_choice: contextvars.ContextVar[str | None] = contextvars.ContextVar(
@@ -89,8 +84,8 @@ def get_backend() -> str:
 def resolve_backend(backend: str | None = None) -> str:
     """The name of the backend a call with ``backend=backend`` runs on now.
 
-    ``"auto"`` resolves to the first backend of :data:`AUTO_ORDER` built on this machine. Every
-    call also logs the backend it ran on at DEBUG level on the ``"fastsoftmax"`` logger.
+    ``"auto"`` resolves to the first backend of ``backends.auto_order()`` built on this
+    machine. Every call also logs the backend it ran on at DEBUG level on the ``"fastsoftmax"`` logger.
 
     Examples
     --------
@@ -106,15 +101,15 @@ def resolve_backend(backend: str | None = None) -> str:
 
 @functools.cache
 def _auto_backend() -> str:
-    """The first backend of AUTO_ORDER built here (fixed once imported: cached)."""
-    return next(n for n in AUTO_ORDER if backends.is_available(n))
+    """The first backend of ``backends.auto_order()`` built here (fixed once found: cached)."""
+    return next(n for n in backends.auto_order() if backends.is_available(n))
 
 
 def kernel_module(kernel: str, backend: str | None, work: int, n_threads: int | None):
     """The backend module to run ``kernel`` on and the thread count to give it.
 
     Small problems run on one thread: on two cores, starting a parallel region costs more
-    than it saves below about 2**15 elements (see TECHNIQUES.md, "Threads").
+    than it saves below about 2**15 elements (measured with ``fastsoftmax bench``).
     """
     global _openmp_started
     name = resolve_backend(backend)
@@ -123,17 +118,19 @@ def kernel_module(kernel: str, backend: str | None, work: int, n_threads: int | 
     threads = cap if n_threads is None else min(n_threads, cap)
     if work < PARALLEL_MIN_WORK:
         threads = 1
+    spec = backends.BACKENDS[name]
     if _forked_after_openmp:
-        if name == "numba":
+        if not spec.serial_after_fork:
+            usable = [b.name for b in backends.BACKENDS.values() if b.serial_after_fork]
             raise RuntimeError(
-                "backend 'numba' cannot run in a process forked after its parent ran a "
+                f"backend {name!r} cannot run in a process forked after its parent ran a "
                 "parallel fastsoftmax kernel: GNU OpenMP does not survive fork(). Start worker "
-                "processes with the 'spawn' or 'forkserver' method, or use backend='cython' "
-                "(one thread in a forked child) or 'numpy'"
+                "processes with the 'spawn' or 'forkserver' method, or use one of "
+                f"{usable} (one thread in a forked child)"
             )
         threads = 1  # no parallel region: the child's OpenMP thread pool is unusable
-    elif name == "numba" or (threads > 1 and name != "numpy"):
-        _openmp_started = True  # Numba starts its thread pool on its first call, whatever n
+    elif spec.pool_at_first_call or (threads > 1 and spec.threaded):
+        _openmp_started = True
     if _log.isEnabledFor(logging.DEBUG):
         _log.debug("%s runs on backend %r with %d thread(s)", kernel, name, threads)
     return module, threads
@@ -143,9 +140,9 @@ PARALLEL_MIN_WORK = 1 << 15
 
 # GNU OpenMP's thread pool does not survive fork(): a child forked after its parent ran a
 # parallel region hangs in its own first one (Cython), or Numba's OpenMP layer terminates it.
-# So a forked child of such a parent runs the Cython backend on one thread (no parallel region,
-# as PyTorch does) and refuses the Numba backend by name. Children of a parent that never ran
-# a parallel kernel, and spawned processes, are unaffected.
+# So a forked child of such a parent runs the backends that can on one thread (no parallel
+# region, as PyTorch does) and refuses the others by name (``Backend.serial_after_fork``).
+# Children of a parent that never ran a parallel kernel, and spawned processes, are unaffected.
 _openmp_started = False
 _forked_after_openmp = False
 

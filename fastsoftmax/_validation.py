@@ -55,6 +55,20 @@ def float_array(x, name: str) -> np.ndarray:
     return arr
 
 
+def paired_array(x, like: np.ndarray, name: str, like_name: str) -> np.ndarray:
+    """``x`` as a float array of the shape and dtype of ``like`` (the argument ``like_name``)."""
+    arr = float_array(x, name)
+    if arr.shape != like.shape:
+        raise ValueError(
+            f"{name} must have the shape of {like_name} {like.shape}, got {arr.shape}"
+        )
+    if arr.dtype != like.dtype:
+        raise TypeError(
+            f"{name} must have the dtype of {like_name} ({like.dtype}), got {arr.dtype}"
+        )
+    return arr
+
+
 def axis_index(axis, ndim: int, name: str = "axis") -> int:
     if isinstance(axis, bool) or not isinstance(axis, numbers.Integral):
         raise TypeError(f"{name} must be an integer, got {type(axis).__name__}")

@@ -1,4 +1,4 @@
-"""Ahead-of-time warm-up: compile and exercise every kernel of the chosen backends."""
+"""Ahead-of-time warm-up: compile and exercise every registered kernel of the chosen backends."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import time
 
 import numpy as np
 
-from fastsoftmax import _api
+from fastsoftmax._registry import DTYPES, KERNELS, make_inputs
 from fastsoftmax.backends import available_backends
 
 
@@ -30,24 +30,16 @@ def warmup(backends: list[str] | None = None) -> dict[str, float]:
     ['numpy']
     """
     seconds = {}
+    rng = np.random.default_rng(0)
+    inputs = {
+        (kernel.inputs, dtype): make_inputs(kernel.inputs, (2, 3), dtype, rng)
+        for kernel in KERNELS.values()
+        for dtype in DTYPES
+    }
     for name in available_backends() if backends is None else backends:
         start = time.perf_counter()
-        for dtype in (np.float32, np.float64):
-            x = np.ones((2, 3), dtype)
-            _api.logsumexp(x, backend=name)
-            _api.softmax(x, backend=name)
-            _api.log_softmax(x, backend=name)
-            _api.softmax_cross_entropy(x, np.array([0, 2]), backend=name)
-            _api.softmax_cross_entropy(x, np.full_like(x, 1 / 3), backend=name)
-            param = np.ones(4, dtype)
-            _api.sgd_update(param, param.copy(), lr=0.1, backend=name)
-            _api.sgd_update(
-                param,
-                param.copy(),
-                lr=0.1,
-                momentum=0.9,
-                velocity=np.zeros_like(param),
-                backend=name,
-            )
+        for kernel in KERNELS.values():
+            for dtype in DTYPES:
+                kernel.call(inputs[kernel.inputs, dtype], kernel.modes[0], backend=name)
         seconds[name] = time.perf_counter() - start
     return seconds

@@ -14,7 +14,7 @@ import pytest
 import fastsoftmax
 from fastsoftmax import backends
 
-ALL_BACKENDS = ("numpy", "numba", "cython")
+ALL_BACKENDS = tuple(backends.BACKENDS)
 REQUIRE_ALL_BACKENDS = os.environ.get("FASTSOFTMAX_REQUIRE_ALL_BACKENDS") == "1"
 
 

@@ -1,5 +1,5 @@
-"""Every backend module implements the raw-kernel contract of :mod:`fastsoftmax.backends` with the
-parameter names of the NumPy reference, so one front layer can call any of them."""
+"""Every backend module implements each registered raw kernel with the parameter names of the
+registry and the NumPy reference, so one front layer can call any of them."""
 
 from __future__ import annotations
 
@@ -8,8 +8,10 @@ import re
 
 import pytest
 
+import fastsoftmax
 from fastsoftmax import backends
-from fastsoftmax.backends import RAW_KERNELS, numpy_reference
+from fastsoftmax._registry import KERNELS
+from fastsoftmax.backends import numpy_reference
 
 
 def parameter_names(func) -> list[str]:
@@ -29,13 +31,26 @@ def parameter_names(func) -> list[str]:
     return [words[-1] for words in names if words and words[-1][0] not in "$/*"]
 
 
-@pytest.mark.parametrize("kernel", RAW_KERNELS)
-def test_backend_has_each_raw_kernel_with_the_reference_parameters(kernel, backend):
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_backend_has_each_raw_kernel_with_the_registered_parameters(kernel, backend):
     module = backends.load(backend)
     assert callable(getattr(module, kernel, None)), f"backend {backend} lacks {kernel}"
-    expected = parameter_names(getattr(numpy_reference, kernel))
+    expected = list(KERNELS[kernel].params)
+    reference = parameter_names(getattr(numpy_reference, kernel))
+    assert reference == expected, f"the reference {kernel} takes {reference}, not {expected}"
     got = parameter_names(getattr(module, kernel))
-    assert got == expected, f"{backend}.{kernel} takes {got}, the reference takes {expected}"
+    assert got == expected, f"{backend}.{kernel} takes {got}, the registry says {expected}"
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_registered_public_function_is_exported(kernel):
+    public = KERNELS[kernel].public
+    assert public in fastsoftmax.__all__ and callable(getattr(fastsoftmax, public))
+
+
+def test_backend_describes_itself(backend):
+    facts = backends.load(backend).describe()
+    assert isinstance(facts, dict) and all(isinstance(key, str) for key in facts), facts
 
 
 def test_backend_reports_its_thread_cap(backend):

@@ -27,6 +27,7 @@ from numpy.testing import assert_array_equal
 
 import fastsoftmax
 from fastsoftmax import SoftmaxRegression
+from fastsoftmax._registry import KERNELS, make_inputs
 
 ROOT = Path(fastsoftmax.__file__).resolve().parents[1]
 N, K = 250, 160  # 40,000 elements: above the 2**15 at which the kernels start threads
@@ -35,47 +36,17 @@ WORKERS = 6
 
 
 def problem(seed: int, dtype=np.float64) -> dict:
+    """Inputs of every registered kernel's family, drawn from ``seed``."""
     rng = np.random.default_rng(seed)
-    return dict(
-        x=(3 * rng.standard_normal((N, K))).astype(dtype),
-        labels=rng.integers(0, K, N),
-        soft=rng.dirichlet(np.ones(K), N).astype(dtype),
-        weights=rng.random(N),
-    )
+    families = sorted({spec.inputs for spec in KERNELS.values()})
+    return {family: make_inputs(family, (N, K), dtype, rng) for family in families}
 
 
 def run(kernel: str, data: dict, backend: str, n_threads) -> list[np.ndarray]:
-    """``kernel`` on ``data`` (never modified): the list of its results."""
-    options = dict(backend=backend, n_threads=n_threads)
-    x = data["x"]
-    if kernel in ("softmax", "log_softmax", "logsumexp"):
-        return [np.asarray(getattr(fastsoftmax, kernel)(x, **options))]
-    if kernel == "cross_entropy_labels":
-        return list(
-            fastsoftmax.softmax_cross_entropy(
-                x, data["labels"], sample_weight=data["weights"], reduction="none", **options
-            )
-        )
-    if kernel == "cross_entropy_soft":
-        return list(
-            fastsoftmax.softmax_cross_entropy(x, data["soft"], label_smoothing=0.1, **options)
-        )
-    param, velocity = x.copy(), np.zeros_like(x)
-    for _ in range(3):
-        fastsoftmax.sgd_update(
-            param, data["soft"], lr=0.1, momentum=0.9, velocity=velocity, nesterov=True, **options
-        )
-    return [param, velocity]
-
-
-KERNELS = (
-    "softmax",
-    "log_softmax",
-    "logsumexp",
-    "cross_entropy_labels",
-    "cross_entropy_soft",
-    "sgd_momentum",
-)
+    """``kernel`` on fresh copies of its inputs in ``data``: the list of its results."""
+    spec = KERNELS[kernel]
+    fresh = {name: array.copy() for name, array in data[spec.inputs].items()}
+    return [np.asarray(r) for r in spec.call(fresh, backend=backend, n_threads=n_threads)]
 
 
 def check_numba_layer(backend: str) -> None:

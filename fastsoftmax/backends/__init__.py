@@ -1,47 +1,92 @@
-"""Backend registry: names, lazy loading, and the raw-kernel contract every backend implements.
+"""Backend registry: which backends exist, how each is loaded, and what it can do.
 
-A backend is a module exposing :data:`RAW_KERNELS` with the signatures of
-:mod:`fastsoftmax.backends.numpy_reference` (the specification). The front layer
-(:mod:`fastsoftmax._api`) validates and lays out every argument before a raw kernel sees it:
+A backend is a module that implements every raw kernel of :data:`fastsoftmax._registry.KERNELS`
+with the signature of :mod:`fastsoftmax.backends.numpy_reference` (the specification), plus
+``max_threads()`` and ``describe()`` (facts for ``fastsoftmax info`` and the bench header). The
+front layer (:mod:`fastsoftmax._api`) validates and lays out every argument before a raw kernel
+sees it:
 
-* ``x``/``logits``: 2-D, C-contiguous, float32 or float64, at least one row and one column;
-* outputs are preallocated, C-contiguous, of the input's dtype (``loss_out`` is float64);
-  ``out``/``grad_out`` may be ``x``/``logits`` itself (in place) but overlap no other input;
+* ``x``/``logits``/``grad_output``/``output``: 2-D, C-contiguous, float32 or float64, at least
+  one row and one column;
+* outputs are preallocated, C-contiguous, of the input's dtype (``loss_out`` is float64); an
+  output may be one of the row inputs itself (in place) but overlaps no other input;
 * ``labels`` int64 with ``-1`` marking an ignored row; ``weights`` float64, finite, >= 0;
 * ``param``/``grad``/``velocity``: 1-D, C-contiguous, one dtype;
 * ``n_threads`` an int >= 1, already capped at the backend's ``max_threads()``.
 
-Modules are imported on first use and cached, so ``import fastsoftmax`` never pays for Numba.
+Adding a backend is one module and one :class:`Backend` entry in :data:`BACKENDS`; no other file
+names it. Modules are imported on first use and cached, so ``import fastsoftmax`` never pays for
+Numba.
 """
 
 from __future__ import annotations
 
 import importlib
+from dataclasses import dataclass
 from types import ModuleType
 
-RAW_KERNELS = (
-    "logsumexp",
-    "softmax",
-    "log_softmax",
-    "cross_entropy_labels",
-    "cross_entropy_soft",
-    "sgd",
-    "sgd_momentum",
-)
 
-BACKENDS = {
-    "numpy": "fastsoftmax.backends.numpy_reference",
-    "numba": "fastsoftmax.backends.numba_kernels",
-    "cython": "fastsoftmax.backends.cython_kernels",
-}
+@dataclass(frozen=True)
+class Backend:
+    """What the rest of the package may know about one backend.
 
-_HOW_TO_GET = {
-    "numpy": "it ships with fastsoftmax",
-    "numba": 'install Numba: pip install "numba>=0.60"',
-    "cython": (
-        "the compiled extension is missing: reinstall from source with a C compiler "
-        '(pip install -e . ), see "Installation" in the README'
-    ),
+    Attributes
+    ----------
+    name : str
+        The name users pass as ``backend=``.
+    module : str
+        The module implementing the raw kernels, imported on first use.
+    how_to_get : str
+        What to do when the module cannot be imported (shown in the error).
+    auto_rank : int
+        ``"auto"`` takes the available backend of lowest rank.
+    threaded : bool
+        Whether ``n_threads`` changes what it does.
+    pool_at_first_call : bool
+        Whether its first call starts a thread pool whatever ``n_threads`` is (such a pool does
+        not survive ``fork()``).
+    serial_after_fork : bool
+        Whether it can still run, on one thread, in a process forked after a parallel call.
+    """
+
+    name: str
+    module: str
+    how_to_get: str
+    auto_rank: int
+    threaded: bool = True
+    pool_at_first_call: bool = False
+    serial_after_fork: bool = True
+
+
+BACKENDS: dict[str, Backend] = {
+    backend.name: backend
+    for backend in (
+        Backend(
+            "numpy",
+            "fastsoftmax.backends.numpy_reference",
+            "it ships with fastsoftmax",
+            auto_rank=2,
+            threaded=False,
+        ),
+        # Numba's OpenMP layer terminates a process forked after it ran a parallel region.
+        Backend(
+            "numba",
+            "fastsoftmax.backends.numba_kernels",
+            'install Numba: pip install "numba>=0.60"',
+            auto_rank=1,
+            pool_at_first_call=True,
+            serial_after_fork=False,
+        ),
+        # First in "auto": it beats the reference on every kernel and shape (`fastsoftmax info`)
+        # and, unlike Numba, needs no compilation on first use.
+        Backend(
+            "cython",
+            "fastsoftmax.backends.cython_kernels",
+            "the compiled extension is missing: reinstall from source with a C compiler "
+            '(pip install -e . ), see "Installation" in the README',
+            auto_rank=0,
+        ),
+    )
 }
 
 _loaded: dict[str, ModuleType] = {}
@@ -52,7 +97,7 @@ def _import(name: str) -> ModuleType | None:
     """The backend's module, or None if it cannot be imported here (the reason is kept)."""
     if name not in _loaded and name not in _failures:
         try:
-            _loaded[name] = importlib.import_module(BACKENDS[name])
+            _loaded[name] = importlib.import_module(BACKENDS[name].module)
         except ImportError as exc:
             _failures[name] = f"{type(exc).__name__}: {exc}"
     return _loaded.get(name)
@@ -75,8 +120,8 @@ def load(name: str) -> ModuleType:
     module = _import(name)
     if module is None:
         raise ValueError(
-            f"backend {name!r} is not available ({_failures[name]}); {_HOW_TO_GET[name]}. "
-            f"Available here: {available_backends()}"
+            f"backend {name!r} is not available ({_failures[name]}); "
+            f"{BACKENDS[name].how_to_get}. Available here: {available_backends()}"
         )
     return module
 
@@ -95,3 +140,8 @@ def available_backends() -> list[str]:
     True
     """
     return [name for name in BACKENDS if is_available(name)]
+
+
+def auto_order() -> list[str]:
+    """Every backend name, in the order ``"auto"`` tries them."""
+    return sorted(BACKENDS, key=lambda name: BACKENDS[name].auto_rank)

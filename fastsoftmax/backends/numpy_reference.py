@@ -20,6 +20,11 @@ def max_threads() -> int:
     return 1
 
 
+def describe() -> dict:
+    """Facts for ``fastsoftmax info`` and the bench header."""
+    return {"numpy": np.__version__}
+
+
 def _row_max(x):
     return np.max(x, axis=1, keepdims=True)
 
@@ -90,3 +95,17 @@ def sgd_momentum(param, grad, velocity, lr, momentum, weight_decay, nesterov, n_
     velocity += g
     step = g + dtype(momentum) * velocity if nesterov else velocity
     param -= dtype(lr) * step
+
+
+def softmax_backward(grad_output, output, grad_input, n_threads):
+    """Vector-Jacobian product of softmax: ``y * (g - sum(g * y))`` with ``y = softmax(x)``."""
+    dot = np.sum(grad_output * output, axis=1, keepdims=True, dtype=np.float64)
+    with np.errstate(invalid="ignore", over="ignore"):
+        grad_input[:] = output * (grad_output - dot.astype(output.dtype))
+
+
+def log_softmax_backward(grad_output, output, grad_input, n_threads):
+    """Vector-Jacobian product of log_softmax: ``g - exp(y) * sum(g)``, ``y = log_softmax(x)``."""
+    total = np.sum(grad_output, axis=1, keepdims=True, dtype=np.float64)
+    with np.errstate(invalid="ignore", over="ignore"):
+        grad_input[:] = grad_output - np.exp(output) * total.astype(output.dtype)
