@@ -85,7 +85,8 @@ def resolve_backend(backend: str | None = None) -> str:
     """The name of the backend a call with ``backend=backend`` runs on now.
 
     ``"auto"`` resolves to the first backend of ``backends.auto_order()`` built on this
-    machine. Every call also logs the backend it ran on at DEBUG level on the ``"fastsoftmax"`` logger.
+    machine. Every call also logs the backend it ran on at DEBUG level on the ``"fastsoftmax"``
+    logger.
 
     Examples
     --------

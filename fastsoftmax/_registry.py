@@ -189,7 +189,8 @@ def _call_sgd(momentum: float) -> Callable[..., tuple]:
     return call
 
 
-_ROW = ("x", "out", "n_threads")
+_THREADS = ("n_threads",)
+_ROW = ("x", "out", *_THREADS)
 _CROSS_ENTROPY = ("weights", "scale", "label_smoothing", "loss_out", "grad_out", "n_threads")
 _BACKWARD = ("grad_output", "output", "grad_input", "n_threads")
 
@@ -269,8 +270,7 @@ KERNELS: dict[str, Kernel] = {
         ),
         Kernel(
             "sgd_momentum",
-            ("param", "grad", "velocity", "lr", "momentum", "weight_decay", "nesterov")
-            + ("n_threads",),
+            ("param", "grad", "velocity", "lr", "momentum", "weight_decay", "nesterov", *_THREADS),
             "sgd_update",
             "vectors",
             _call_sgd(momentum=0.9),

@@ -59,9 +59,7 @@ def paired_array(x, like: np.ndarray, name: str, like_name: str) -> np.ndarray:
     """``x`` as a float array of the shape and dtype of ``like`` (the argument ``like_name``)."""
     arr = float_array(x, name)
     if arr.shape != like.shape:
-        raise ValueError(
-            f"{name} must have the shape of {like_name} {like.shape}, got {arr.shape}"
-        )
+        raise ValueError(f"{name} must have the shape of {like_name} {like.shape}, got {arr.shape}")
     if arr.dtype != like.dtype:
         raise TypeError(
             f"{name} must have the dtype of {like_name} ({like.dtype}), got {arr.dtype}"

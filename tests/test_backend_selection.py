@@ -71,9 +71,7 @@ def test_auto_resolves_to_an_available_backend(log):
     auto = fastsoftmax.resolve_backend()
     assert fastsoftmax.get_backend() == "auto"
     assert auto == fastsoftmax.resolve_backend("auto") != "auto"
-    assert auto == next(
-        n for n in backends.auto_order() if n in fastsoftmax.available_backends()
-    )
+    assert auto == next(n for n in backends.auto_order() if n in fastsoftmax.available_backends())
     assert call_softmax(log) == auto
 
 
