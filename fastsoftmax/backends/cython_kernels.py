@@ -73,3 +73,8 @@ exp = _kernels.exp
 def build_info() -> dict:
     """The loaded variant, its compiler flags, OpenMP and libmvec (vector exp)."""
     return {"variant": variant, **_kernels.build_info()}
+
+
+def describe() -> dict:
+    """Facts for ``fastsoftmax info`` and the bench header."""
+    return {**build_info(), "runnable_variants": runnable_variants()}

@@ -37,6 +37,21 @@ def max_threads() -> int:
     return numba.config.NUMBA_NUM_THREADS
 
 
+def describe() -> dict:
+    """Facts for ``fastsoftmax info`` and the bench header (the threading layer in use is known
+    only after a parallel kernel has run)."""
+    try:
+        layer = numba.threading_layer()
+    except ValueError:
+        layer = None
+    return {
+        "numba": numba.__version__,
+        "threading_layer": layer,
+        "threading_layer_setting": numba.config.THREADING_LAYER,
+        "svml": bool(numba.config.USING_SVML),
+    }
+
+
 # -- scalar helpers -------------------------------------------------------------------------
 
 
