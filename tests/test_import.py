@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 import fastsoftmax
 
 ROOT = Path(fastsoftmax.__file__).resolve().parents[1]
@@ -76,3 +78,60 @@ def test_dask_input_without_dask_says_how_to_install_it():
     for line in lines:
         assert "Dask cannot be imported" in line, line
         assert 'pip install "fastsoftmax[dask]"' in line, line
+
+
+PACKAGE = ROOT / "fastsoftmax"
+MODULES = sorted(
+    ".".join(path.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
+    for path in PACKAGE.rglob("*.py")
+    if path.name != "__main__.py"
+)
+
+
+def imported_modules(path: Path, modules: set[str]) -> set[str]:
+    """The package's modules that ``path`` imports, at module level or inside functions."""
+    import ast
+
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            # "from fastsoftmax import _api" imports a module; "from fastsoftmax import warmup"
+            # imports a name of the package's __init__.
+            names = [f"{node.module}.{alias.name}" for alias in node.names]
+            names = [n if n in modules else node.module for n in names]
+        else:
+            continue
+        found.update(name for name in names if name in modules)
+    return found
+
+
+def test_no_import_cycle_between_the_package_modules():
+    """Every ``import`` of the package's own modules, lazy ones included, forms no cycle (a
+    package's __init__ is not counted as imported by its submodules: Python runs it first)."""
+    modules = set(MODULES)
+    graph = {}
+    for name in MODULES:
+        path = ROOT / Path(*name.split("."))
+        path = path / "__init__.py" if path.is_dir() else path.with_suffix(".py")
+        parents = {name.rsplit(".", i)[0] for i in range(1, name.count(".") + 1)}
+        graph[name] = imported_modules(path, modules) - parents - {name}
+
+    def cycle_from(start, trail):
+        for following in graph[trail[-1]]:
+            if following == start:
+                return [*trail, start]
+            if following not in trail and following > start:  # each cycle found once
+                found = cycle_from(start, [*trail, following])
+                if found:
+                    return found
+        return None
+
+    cycles = [c for c in (cycle_from(name, [name]) for name in MODULES) if c]
+    assert not cycles, "import cycles: " + "; ".join(" -> ".join(c) for c in cycles)
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_each_module_imports_alone(module):
+    run_python(f"import {module}")

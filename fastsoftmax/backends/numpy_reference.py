@@ -99,13 +99,13 @@ def sgd_momentum(param, grad, velocity, lr, momentum, weight_decay, nesterov, n_
 
 def softmax_backward(grad_output, output, grad_input, n_threads):
     """Vector-Jacobian product of softmax: ``y * (g - sum(g * y))`` with ``y = softmax(x)``."""
-    dot = np.sum(grad_output * output, axis=1, keepdims=True, dtype=np.float64)
     with np.errstate(invalid="ignore", over="ignore"):
+        dot = np.sum(grad_output * output, axis=1, keepdims=True, dtype=np.float64)
         grad_input[:] = output * (grad_output - dot.astype(output.dtype))
 
 
 def log_softmax_backward(grad_output, output, grad_input, n_threads):
     """Vector-Jacobian product of log_softmax: ``g - exp(y) * sum(g)``, ``y = log_softmax(x)``."""
-    total = np.sum(grad_output, axis=1, keepdims=True, dtype=np.float64)
     with np.errstate(invalid="ignore", over="ignore"):
+        total = np.sum(grad_output, axis=1, keepdims=True, dtype=np.float64)
         grad_input[:] = grad_output - np.exp(output) * total.astype(output.dtype)
