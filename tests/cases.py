@@ -13,7 +13,15 @@ from __future__ import annotations
 import numpy as np
 from numpy.testing import assert_allclose, assert_array_equal
 
+from fastsoftmax._registry import KERNELS
+
 DTYPES = (np.float32, np.float64)
+
+#: The registered kernels taking one array ``x`` along an axis (softmax, log_softmax, ...): every
+#: edge case of :func:`edge_cases` applies to them as it is.
+UNARY_ROW_KERNELS = tuple(
+    spec.public for spec in KERNELS.values() if spec.params == ("x", "out", "n_threads")
+)
 
 # Largest accepted |got - ref| / max(1, |ref|) against a reference computed in float64.
 # float64: the kernels' exp and log are accurate to a few ulp (eps 2.2e-16) and sums are

@@ -17,13 +17,14 @@ import types
 
 import numpy as np
 import pytest
+from cases import UNARY_ROW_KERNELS
 from numpy.testing import assert_array_equal
 
 import fastsoftmax
 
 SENTINEL = -7.0
 SWAPPED = {np.dtype(t): np.dtype(t).newbyteorder("S") for t in (np.float32, np.float64)}
-ROW_KERNELS = ("softmax", "log_softmax", "logsumexp")
+ROW_KERNELS = UNARY_ROW_KERNELS
 
 
 def user_arrays(backend: str) -> types.SimpleNamespace:

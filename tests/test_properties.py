@@ -28,7 +28,7 @@ import pytest
 
 pytest.importorskip("hypothesis")
 
-from cases import TOLERANCE, assert_agrees, describe
+from cases import TOLERANCE, UNARY_ROW_KERNELS, assert_agrees, describe
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
@@ -46,7 +46,7 @@ pytestmark = pytest.mark.filterwarnings(
 # is exactly what the tests want, so Hypothesis's warning about function-scoped fixtures is moot.
 fixture_ok = settings(suppress_health_check=[HealthCheck.function_scoped_fixture])
 
-ROW_KERNELS = ("softmax", "log_softmax", "logsumexp")
+ROW_KERNELS = UNARY_ROW_KERNELS
 LAYOUTS = ("C", "F", "strided", "reversed", "read-only", "byte-swapped")
 SPECIALS = (np.nan, np.inf, -np.inf)
 GARBAGE = np.nan  # fills the buffer around a strided view: a kernel reading it gives NaN
