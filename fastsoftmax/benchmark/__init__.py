@@ -4,13 +4,18 @@ Everything that times a kernel goes through this package: ``fastsoftmax bench`` 
 :func:`bench`, the quick table of ``fastsoftmax info`` (:func:`compare`), and the asv and
 pytest-benchmark suites in ``benchmarks/``. Its modules:
 
-* :mod:`~fastsoftmax.benchmark.registry`: ``{kernel: {implementation: Implementation}}``, the
-  backends' kernels from :mod:`fastsoftmax._registry` plus the installed peers, and runners;
+* :mod:`~fastsoftmax.benchmark.implementations`: :func:`registry`, ``{kernel: {implementation:
+  Implementation}}``: the backends' kernels from :mod:`fastsoftmax._registry` plus the installed
+  peers, and the runners built from them;
 * :mod:`~fastsoftmax.benchmark.inputs`: the memoised inputs, their rotation copies and shapes;
 * :mod:`~fastsoftmax.benchmark.timer`: the interleaved timer and the memory copy ceiling;
-* :mod:`~fastsoftmax.benchmark.environment`: the CPU, backends, threads and versions;
+* :mod:`~fastsoftmax.benchmark.machine`: the CPU, backends, threads and versions
+  (:func:`environment`);
 * :mod:`~fastsoftmax.benchmark.peers`: SciPy, PyTorch and JAX, where installed;
 * :mod:`~fastsoftmax.benchmark.report`: the report as tables, JSON and a plot.
+
+No module is named after a function of this package (``registry``, ``environment``): importing
+it would replace the function with the module.
 
 This module runs them: :func:`bench` warms every implementation up on tiny inputs (Numba
 compiles there; the time is reported apart), measures the ceiling, then times each kernel x
@@ -27,10 +32,14 @@ from functools import partial
 import numpy as np
 
 from fastsoftmax.benchmark import peers
-from fastsoftmax.benchmark.environment import (
-    cpu_description,
-    environment,
-    environment_report,
+from fastsoftmax.benchmark.implementations import (
+    IMPLEMENTATION_ORDER,
+    KERNELS,
+    MODES,
+    REFERENCE,
+    Implementation,
+    make_runner,
+    registry,
 )
 from fastsoftmax.benchmark.inputs import (
     DEFAULT_SHAPES,
@@ -47,16 +56,12 @@ from fastsoftmax.benchmark.inputs import (
     rotation_copies,
     shapes_for,
 )
-from fastsoftmax.benchmark.peers import SGD_STEP
-from fastsoftmax.benchmark.registry import (
-    IMPLEMENTATION_ORDER,
-    KERNELS,
-    MODES,
-    REFERENCE,
-    Implementation,
-    make_runner,
-    registry,
+from fastsoftmax.benchmark.machine import (
+    cpu_description,
+    environment,
+    environment_report,
 )
+from fastsoftmax.benchmark.peers import SGD_STEP
 from fastsoftmax.benchmark.report import (
     SPEEDUP,
     SPEEDUP_PEER,
@@ -136,7 +141,7 @@ def _warm_up(table, cases, n_threads) -> tuple[list[dict], list[str]]:
                 if run is None:
                     continue
                 run()
-            except Exception as exc:  # noqa: BLE001 - reported, and the rest still runs
+            except Exception as exc:  # reported in a note; the other implementations still run
                 del table[kernel][name]
                 notes.append(f"{kernel}: {name} not timed, its first call failed ({exc!r})")
                 continue

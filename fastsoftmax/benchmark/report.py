@@ -22,8 +22,8 @@ from pathlib import Path
 
 from fastsoftmax import _registry
 from fastsoftmax.benchmark import peers
-from fastsoftmax.benchmark.environment import environment_lines, environment_report
-from fastsoftmax.benchmark.registry import IMPLEMENTATION_ORDER, REFERENCE, kernel_rank
+from fastsoftmax.benchmark.implementations import IMPLEMENTATION_ORDER, REFERENCE, kernel_rank
+from fastsoftmax.benchmark.machine import environment_lines, environment_report
 
 SPEEDUP = f"speedup_vs_{REFERENCE}"
 """The key of a row's speed-up over the reference backend."""

@@ -88,7 +88,7 @@ def backend_facts(name: str) -> dict:
 
     Examples
     --------
-    >>> from fastsoftmax.benchmark.environment import backend_facts
+    >>> from fastsoftmax.benchmark.machine import backend_facts
     >>> backend_facts("numpy")["max_threads"]
     1
     """
@@ -101,7 +101,7 @@ def facts_text(facts: dict) -> str:
 
     Examples
     --------
-    >>> from fastsoftmax.benchmark.environment import facts_text
+    >>> from fastsoftmax.benchmark.machine import facts_text
     >>> facts_text({"max_threads": 2, "flags": "-O3", "openmp": True})
     "max_threads=2, flags='-O3', openmp=True"
     """
