@@ -135,17 +135,17 @@ def _warm_up(table, cases, n_threads) -> tuple[list[dict], list[str]]:
         tiny = (4,) if ndim(kernel) == 1 else (2, 3)
         data = case_inputs(kernel, tiny, dtype)[0]
         for name, entry in list(table[kernel].items()):
-            start = time.perf_counter()
             try:
                 run = entry(data, entry.modes[0], n_threads)
                 if run is None:
                     continue
+                start = time.perf_counter()
                 run()
+                seconds = time.perf_counter() - start
             except Exception as exc:  # reported in a note; the other implementations still run
                 del table[kernel][name]
                 notes.append(f"{kernel}: {name} not timed, its first call failed ({exc!r})")
                 continue
-            seconds = time.perf_counter() - start
             first_calls.append(
                 {"implementation": name, "kernel": kernel, "dtype": dtype, "seconds": seconds}
             )
