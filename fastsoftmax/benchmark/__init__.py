@@ -29,8 +29,6 @@ import time
 from collections.abc import Sequence
 from functools import partial
 
-import numpy as np
-
 from fastsoftmax.benchmark import peers
 from fastsoftmax.benchmark.implementations import (
     IMPLEMENTATION_ORDER,
@@ -44,12 +42,14 @@ from fastsoftmax.benchmark.implementations import (
 from fastsoftmax.benchmark.inputs import (
     DEFAULT_SHAPES,
     DEFAULT_SIZES,
+    DTYPES,
     EPOCH,
     QUICK_SHAPES,
     QUICK_SIZES,
     bytes_moved,
     case_inputs,
     clear_inputs,
+    dtype_name,
     last_level_cache_bytes,
     ndim,
     parse_shapes,
@@ -76,6 +76,7 @@ from fastsoftmax.benchmark.timer import Runner, Timing, copy_bandwidth, measure
 __all__ = [
     "DEFAULT_SHAPES",
     "DEFAULT_SIZES",
+    "DTYPES",
     "EPOCH",
     "IMPLEMENTATION_ORDER",
     "KERNELS",
@@ -96,6 +97,7 @@ __all__ = [
     "compare",
     "copy_bandwidth",
     "cpu_description",
+    "dtype_name",
     "environment",
     "environment_report",
     "format_table",
@@ -108,16 +110,6 @@ __all__ = [
     "rotation_copies",
     "shapes_for",
 ]
-
-
-def _dtype_name(dtype) -> str:
-    try:
-        name = np.dtype(dtype).name
-    except TypeError:
-        name = str(dtype)
-    if name not in ("float32", "float64"):
-        raise ValueError(f"the kernels take float32 and float64, got dtype {dtype!r}")
-    return name
 
 
 def _warm_up(table, cases, n_threads) -> tuple[list[dict], list[str]]:
@@ -186,7 +178,7 @@ def bench(
         (``sgd_update``, which takes the 2-D shapes when no size is given). Default
         :data:`DEFAULT_SHAPES` and :data:`DEFAULT_SIZES` (the ``QUICK_*`` ones with ``quick``).
     dtypes : sequence of str, optional
-        Default float32 and float64 (float32 with ``quick``).
+        Default :data:`DTYPES`, float32 and float64 (the first, float32, with ``quick``).
     implementations : sequence of str, optional
         Backends and peers to time; default all available (peers with ``compare_peers``).
     compare_peers : bool, default False
@@ -224,8 +216,8 @@ def bench(
     min_time = min_time if min_time is not None else (0.005 if quick else 0.02)
     ceiling_mib = ceiling_mib if ceiling_mib is not None else (64 if quick else 256)
     if dtypes is None:
-        dtypes = ["float32"] if quick else ["float32", "float64"]
-    dtypes = [_dtype_name(dtype) for dtype in dtypes]
+        dtypes = DTYPES[:1] if quick else DTYPES
+    dtypes = [dtype_name(dtype) for dtype in dtypes]
     notes = []
     if kernels is None:
         kernels = list(KERNELS)

@@ -22,10 +22,14 @@ from pathlib import Path
 
 import numpy as np
 
+from fastsoftmax import _registry
 from fastsoftmax._registry import BENCHED, make_inputs
 
 EPOCH = "classifier_epoch"
 """One epoch of ``SoftmaxRegression.fit`` on Fashion-MNIST (run when the data is found)."""
+
+DTYPES: tuple[str, ...] = tuple(dtype.name for dtype in _registry.DTYPES)
+"""The dtypes every kernel takes, by name."""
 
 DEFAULT_SHAPES = ((4096, 1000), (65536, 128), (512, 32000), (1_000_000, 10), (64, 10))
 DEFAULT_SIZES = ((7850,), (10_000_000,))  # softmax regression on MNIST; a large model
@@ -64,6 +68,25 @@ def ndim(kernel: str) -> int:
         return 2
     _family(kernel)
     return 1 if BENCHED[kernel].params[0] in _VECTOR_ARGUMENTS else 2
+
+
+def dtype_name(dtype) -> str:
+    """The name of ``dtype``, one of :data:`DTYPES`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastsoftmax.benchmark import dtype_name
+    >>> dtype_name(np.float32), dtype_name("float64")
+    ('float32', 'float64')
+    """
+    try:
+        name = np.dtype(dtype).name
+    except TypeError:
+        name = str(dtype)
+    if name not in DTYPES:
+        raise ValueError(f"the kernels take {' and '.join(DTYPES)}, got dtype {dtype!r}")
+    return name
 
 
 def parse_shapes(text: str) -> list[tuple[int, ...]]:
