@@ -273,8 +273,8 @@ def bench(
         }
         report = Report(environment(), settings, ceiling, first_calls, notes=notes)
         say(report.header() + "\n\n" + report.first_call_text() + "\n")
-        for failure in failures:
-            say(failure + "\n")
+        if failures:
+            say("\n".join(failures) + "\n")
         for kernel, dtype, shape in cases:
             rows = _bench_case(table, kernel, dtype, shape, n_threads, rounds, min_time, ceiling)
             if isinstance(rows, str):
