@@ -7,12 +7,12 @@ and is skipped elsewhere.
 
 from __future__ import annotations
 
+from fastsoftmax import backends
 from fastsoftmax import benchmark as fb
-from fastsoftmax.backends import available_backends
 
 from . import common
 
-BACKENDS = tuple(available_backends())
+BACKENDS = tuple(backends.available_backends())
 
 
 class ClassifierAccuracy:
@@ -51,7 +51,7 @@ class ClassifierEpoch:
         if default_fashion_mnist_path() is None:
             raise NotImplementedError("Fashion-MNIST not found (set FASTSOFTMAX_DATA)")
         self.run = fb.make_runner(fb.EPOCH, backend, (), "float32", "alloc", threads)
-        if self.run is None or (threads > 1 and backend == "numpy"):
+        if self.run is None or (threads > 1 and not backends.BACKENDS[backend].threaded):
             raise NotImplementedError(f"{backend} with {threads} threads is not timed")
         self.run()  # compile (Numba) outside the timing
 

@@ -2,8 +2,10 @@
 
 Implementations, inputs and runners come from :mod:`fastsoftmax.benchmark`: the registry of
 backends and installed peers, and the input cache that also feeds ``fastsoftmax bench``. The
-shapes are smaller than the bench's defaults so that a full asv run stays near ten minutes on
-two cores; ``sgd_update`` takes each shape as a weight matrix (640, 1M and 8.2M parameters).
+kernels are those of :data:`fastsoftmax._registry.BENCHED`, so a newly registered kernel is
+timed here without a change. The shapes are smaller than the bench's defaults so that a full
+asv run stays near ten minutes on two cores; the vector kernels (``sgd_update``) take each
+shape as a weight matrix (640, 1M and 8.2M parameters).
 """
 
 from __future__ import annotations
@@ -11,10 +13,10 @@ from __future__ import annotations
 import itertools
 from collections.abc import Iterator
 
-from fastsoftmax import _peers
 from fastsoftmax import benchmark as fb
+from fastsoftmax.benchmark import peers
 
-KERNELS = fb.KERNELS
+KERNELS = fb.KERNELS  # the public names of fastsoftmax._registry.BENCHED
 IMPLEMENTATIONS = fb.IMPLEMENTATION_ORDER
 DTYPES = ("float32", "float64")
 # Per-call overhead; narrow rows as in softmax regression; vocabulary-wide rows.
@@ -68,11 +70,10 @@ def cases() -> Iterator[Case]:
 
 
 def preimport_peers() -> None:
-    """Import PyTorch now, if installed: asv's fork server then imports it once, not per
-    benchmark (about a second each). Forking after the import is safe; after PyTorch or
-    Numba has run a parallel region it is not (GNU OpenMP), so nothing runs here."""
-    if _peers.is_installed("torch"):
-        import torch  # noqa: F401
+    """Import the peers that are slow to import now, so that asv's fork server imports them
+    once, not per benchmark. Nothing runs here: after PyTorch or Numba has run a parallel
+    region, forking is not safe (GNU OpenMP)."""
+    peers.preimport()
 
 
 def case_id(case: Case) -> str:

@@ -8,8 +8,9 @@ import sys
 import fastsoftmax
 from fastsoftmax import train
 
-# Re-exported: `info` printed this from here before it moved next to the bench's header.
-from fastsoftmax.benchmark import environment_report
+# environment_report is re-exported: `info` printed it from here before it moved next to the
+# bench's header.
+from fastsoftmax.benchmark import REFERENCE, environment_report
 
 __all__ = ["environment_report", "main"]
 
@@ -19,7 +20,9 @@ def _comma_list(text: str) -> list[str]:
 
 
 def _add_bench_arguments(parser: argparse.ArgumentParser) -> None:
-    from fastsoftmax.benchmark import EPOCH, KERNELS, parse_shapes
+    from fastsoftmax.benchmark import EPOCH, KERNELS, ndim, parse_shapes
+
+    vector_kernels = ", ".join(k for k in KERNELS if ndim(k) == 1)
 
     parser.add_argument(
         "--quick", action="store_true", help="small shapes, float32, 3 rounds (< 30 s)"
@@ -39,7 +42,8 @@ def _add_bench_arguments(parser: argparse.ArgumentParser) -> None:
         "--shapes",
         type=parse_shapes,
         metavar="RxC,N",
-        help="e.g. 4096x1000,64x10,7850: ROWSxCLASSES for the row kernels, a size N for sgd_update",
+        help=f"e.g. 4096x1000,64x10,7850: ROWSxCLASSES for the row kernels, a size N for "
+        f"{vector_kernels}",
     )
     parser.add_argument(
         "--dtype",
@@ -111,9 +115,9 @@ def main(argv: list[str] | None = None) -> int:
     info.add_argument("--no-timing", action="store_true", help="skip the speed comparison")
     bench = commands.add_parser(
         "bench",
-        help="time every kernel against NumPy (and peers), with GB/s and the memory ceiling",
+        help=f"time every kernel against {REFERENCE} (and peers), with GB/s and the memory ceiling",
         description="Median time, spread, GB/s, % of the memory ceiling and speed-up over the "
-        "NumPy reference, per kernel x dtype x shape x implementation.",
+        f"{REFERENCE} reference, per kernel x dtype x shape x implementation.",
     )
     _add_bench_arguments(bench)
     train.add_arguments(

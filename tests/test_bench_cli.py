@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import importlib
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from fastsoftmax import _peers, benchmark
+from fastsoftmax import _registry, backends, benchmark
+from fastsoftmax.benchmark import peers
 from fastsoftmax.cli import main
 
 TINY = {"rounds": 1, "min_time": 0.0005, "ceiling_mib": 4, "verbose": False}
@@ -80,23 +85,25 @@ def test_every_registered_implementation_agrees_with_numpy(kernel):
     # same function on the shared inputs (a wrong axis or dtype in an adapter shows here).
     table = benchmark.registry(peers=True)
     data = benchmark.case_inputs(kernel, (5, 7), "float64")[0]
-    expected = np.asarray(table[kernel]["numpy"](data, "alloc")())
+    (expected,) = table[kernel]["numpy"](data, "alloc")()  # a backend returns Kernel.call's tuple
     for name, entry in table[kernel].items():
         run = entry(data, "alloc", 1)
         if run is None:  # e.g. JAX without float64 enabled
             continue
+        result = run()
+        got = result[0] if name in backends.BACKENDS else result
         np.testing.assert_allclose(
-            np.asarray(run()), expected, rtol=1e-12, atol=1e-12, err_msg=f"{kernel} by {name}"
+            np.asarray(got), expected, rtol=1e-12, atol=1e-12, err_msg=f"{kernel} by {name}"
         )
 
 
 def test_missing_peers_are_reported_not_required(monkeypatch):
-    monkeypatch.setattr(_peers, "is_installed", lambda name: False)
+    monkeypatch.setattr(peers, "is_installed", lambda name: False)
     assert all(
-        value.startswith("not installed (pip install") for value in _peers.versions().values()
+        value.startswith("not installed (pip install") for value in peers.versions().values()
     )
     table = benchmark.registry(peers=True)
-    assert set(table["softmax"]) <= {"numpy", "numba", "cython"}
+    assert set(table["softmax"]) <= set(backends.BACKENDS)
 
 
 def test_plot_is_written(tmp_path):
@@ -107,3 +114,60 @@ def test_plot_is_written(tmp_path):
     path = tmp_path / "gbps.png"
     report.plot(path)
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize("backend", backends.available_backends())
+def test_every_benched_kernel_is_registered_for_every_backend(backend):
+    # The bench builds its table from fastsoftmax._registry: a registered kernel is timed on
+    # every backend with no code of its own.
+    table = benchmark.registry(implementations=[backend])
+    assert benchmark.KERNELS == tuple(_registry.BENCHED)
+    for public, kernel in _registry.BENCHED.items():
+        entry = table[public].get(backend)
+        assert entry is not None, f"{public} is missing for {backend}"
+        assert entry.modes == kernel.modes
+        assert entry.threaded == backends.BACKENDS[backend].threaded
+        assert benchmark.bytes_moved(public, (4, 3), "float64") == kernel.moves((4, 3), 8)
+
+
+def test_backward_kernels_are_benched_with_no_code_of_their_own():
+    backward = [public for public, kernel in _registry.BENCHED.items() if kernel.vjp_of]
+    assert backward, "the registry has no backward kernel"
+    report = benchmark.bench(backward, [(16, 5)], ["float64"], implementations=["numpy"], **TINY)
+    assert {(r["kernel"], r["mode"]) for r in report.results} == {
+        (kernel, mode) for kernel in backward for mode in _registry.BENCHED[kernel].modes
+    }
+    assert all(r["bytes_moved"] == 3 * 16 * 5 * 8 for r in report.results)
+
+
+def test_a_failing_implementation_is_reported_and_the_rest_timed(monkeypatch):
+    def broken(*args, **kwargs):
+        raise AttributeError("no such kernel here")
+
+    table = benchmark.registry(implementations=["numpy"])
+    table["softmax"]["broken"] = benchmark.Implementation(broken)
+    monkeypatch.setattr(benchmark, "registry", lambda *args, **kwargs: table)
+    report = benchmark.bench(["softmax"], [(8, 3)], ["float64"], **TINY)
+    assert {r["implementation"] for r in report.results} == {"numpy"}
+    assert any("broken not timed" in note and "no such kernel" in note for note in report.notes)
+
+
+def test_vector_kernels_take_sizes_and_row_kernels_matrices():
+    vectors = [k for k in benchmark.KERNELS if benchmark.ndim(k) == 1]
+    assert vectors == [p for p, k in _registry.BENCHED.items() if k.inputs == "vectors"]
+    for kernel in benchmark.KERNELS:
+        data = benchmark.case_inputs(kernel, (6,) if kernel in vectors else (2, 3), "float32")[0]
+        assert {a.ndim for a in data.values() if a.dtype == np.float32} == {benchmark.ndim(kernel)}
+
+
+@pytest.mark.parametrize(
+    "module", ["implementations", "inputs", "machine", "peers", "report", "timer"]
+)
+def test_each_module_imports_alone_and_shadows_no_public_function(module):
+    root = Path(__file__).resolve().parents[1]  # this checkout's package, not an installed one
+    code = f"import fastsoftmax.benchmark.{module} as m; print(m.__name__)"
+    done = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == f"fastsoftmax.benchmark.{module}"
+    importlib.import_module(f"fastsoftmax.benchmark.{module}")
+    assert callable(benchmark.registry) and callable(benchmark.environment)

@@ -1,14 +1,13 @@
 """Optional peers for the benchmarks: SciPy, PyTorch (CPU) and JAX (CPU), imported lazily.
 
-Design
-------
 * A peer is never a dependency: :func:`implementations` lists only the peers installed here,
   found with ``importlib.util.find_spec`` (no import). A peer's module is imported when the
   first runner for it is built, so ``fastsoftmax bench`` without ``--compare-peers`` never
   pays for importing PyTorch.
-* Each entry is a :class:`fastsoftmax.benchmark.Implementation` over the inputs of
-  :func:`fastsoftmax.benchmark.case_inputs`; arrays are shared with NumPy, never copied
-  (``torch.from_numpy``), so every implementation reads the same memory.
+* This module maps the public kernel names to each peer's functions; every entry is
+  ``(make, modes)`` over the inputs of :func:`fastsoftmax.benchmark.case_inputs`, which
+  :func:`fastsoftmax.benchmark.registry` wraps in an ``Implementation``. Arrays are shared with
+  NumPy, never copied (``torch.from_numpy``), so every implementation reads the same memory.
 * Threads: PyTorch's count is process-wide, so its runner factories set it
   (``torch.set_num_threads``) and :func:`preserved_threads` restores it afterwards. SciPy runs
   on one thread; JAX fixes its thread pool at start-up (XLA flags), so it is marked unthreaded.
@@ -22,10 +21,12 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from functools import partial
 
 import numpy as np
+
+from fastsoftmax._registry import touched
 
 HOW_TO_GET = {
     "scipy": "pip install scipy",
@@ -38,14 +39,24 @@ HOW_TO_GET = {
 THREADED = ("torch",)
 """Peers whose thread count ``n_threads`` sets."""
 
+COMPARED = "torch"
+"""The peer every row of the bench's tables is also compared with (the "vs torch" column)."""
+
+SGD_STEP = {"lr": 1e-3, "momentum": 0.9}
+"""The step ``sgd_update`` takes in the bench (the registry's ``sgd_momentum`` call): SGD with
+momentum, as in training. The peers take the same step."""
+
+Entry = tuple[Callable, tuple[str, ...]]
+"""``(make, modes)``: ``make(data, mode, n_threads)`` builds a runner; ``modes`` it offers."""
+
 
 def is_installed(name: str) -> bool:
     """Whether peer ``name`` can be imported here (checked without importing it).
 
     Examples
     --------
-    >>> from fastsoftmax import _peers
-    >>> _peers.is_installed("scipy")
+    >>> from fastsoftmax.benchmark import peers
+    >>> peers.is_installed("scipy")
     True
     """
     return importlib.util.find_spec(name) is not None
@@ -56,8 +67,8 @@ def versions() -> dict[str, str]:
 
     Examples
     --------
-    >>> from fastsoftmax import _peers
-    >>> sorted(_peers.versions())
+    >>> from fastsoftmax.benchmark import peers
+    >>> sorted(peers.versions())
     ['jax', 'scipy', 'torch']
     """
     import importlib.metadata  # 15 ms: only when a report is made, not with fastsoftmax
@@ -80,8 +91,8 @@ def preserved_threads() -> Iterator[None]:
 
     Examples
     --------
-    >>> from fastsoftmax import _peers
-    >>> with _peers.preserved_threads():
+    >>> from fastsoftmax.benchmark import peers
+    >>> with peers.preserved_threads():
     ...     pass
     """
     torch = sys.modules.get("torch")
@@ -94,23 +105,40 @@ def preserved_threads() -> Iterator[None]:
             torch.set_num_threads(before)
 
 
-def implementations() -> dict[str, dict[str, object]]:
-    """``{kernel: {peer: Implementation}}`` for the peers installed here.
+def thread_facts() -> dict[str, int]:
+    """``{"<peer>_threads": n}`` for the threaded peers already imported (none is imported).
 
     Examples
     --------
-    >>> from fastsoftmax import _peers
-    >>> "scipy" in _peers.implementations()["softmax"]  # SciPy is installed with fastsoftmax
+    >>> from fastsoftmax.benchmark import peers
+    >>> set(peers.thread_facts()) <= {"torch_threads"}
     True
     """
-    # Imported here, not at the top: fastsoftmax.benchmark imports this module.
-    from fastsoftmax.benchmark import Implementation
+    torch = sys.modules.get("torch")
+    return {} if torch is None else {"torch_threads": torch.get_num_threads()}
 
-    table: dict[str, dict[str, object]] = {}
+
+def preimport() -> None:
+    """Import PyTorch now, if installed: a process that forks afterwards (asv's fork server)
+    then imports it once, not per benchmark (about a second each). Forking after the import is
+    safe; after PyTorch has run a parallel region it is not (GNU OpenMP), so nothing runs."""
+    if is_installed("torch"):
+        import torch  # noqa: F401
+
+
+def implementations() -> dict[str, dict[str, Entry]]:
+    """``{kernel: {peer: (make, modes)}}`` for the peers installed here (public kernel names).
+
+    Examples
+    --------
+    >>> from fastsoftmax.benchmark import peers
+    >>> "scipy" in peers.implementations()["softmax"]  # SciPy is installed with fastsoftmax
+    True
+    """
+    table: dict[str, dict[str, Entry]] = {}
 
     def add(kernel: str, peer: str, make, modes: tuple[str, ...]) -> None:
-        threaded = peer in THREADED
-        table.setdefault(kernel, {})[peer] = Implementation(make, modes, threaded)
+        table.setdefault(kernel, {})[peer] = (make, modes)
 
     if is_installed("scipy"):
         for kernel in ("logsumexp", "softmax", "log_softmax"):
@@ -152,8 +180,10 @@ def _torch_rowwise(kernel: str, data: dict, mode: str, n_threads: int | None):
     function = getattr(torch, kernel)
     x = torch.from_numpy(data["x"])
     if mode == "out":
-        out = torch.from_numpy(data["reduced" if kernel == "logsumexp" else "out"])
-        return partial(function, x, -1, out=out)
+        # The inputs have no (rows,) output: logsumexp's is made here, once per input set.
+        reduced = kernel == "logsumexp"
+        out = touched(data["x"].shape[:1], data["x"].dtype) if reduced else data["out"]
+        return partial(function, x, -1, out=torch.from_numpy(out))
     return partial(function, x, -1)
 
 
@@ -173,9 +203,7 @@ def _torch_cross_entropy(data: dict, mode: str, n_threads: int | None):
 
 
 def _torch_sgd(data: dict, mode: str, n_threads: int | None):
-    """``torch.optim.SGD.step`` with the step of :data:`fastsoftmax.benchmark.SGD_STEP`."""
-    from fastsoftmax.benchmark import SGD_STEP
-
+    """``torch.optim.SGD.step`` with the step of :data:`SGD_STEP`."""
     torch = _torch(n_threads)
     param = torch.from_numpy(data["param"]).requires_grad_()
     param.grad = torch.from_numpy(data["grad"])
