@@ -137,6 +137,9 @@ class Kernel:
         Whether the bench times it as ``public`` (one raw kernel per public function).
     vjp_of : str, optional
         For a backward kernel, the public function whose vector-Jacobian product it is.
+    ndim : int
+        The rank of the shapes its inputs are made for: 2 (rows, classes) for the row kernels,
+        1 (a length) for the elementwise ones.
     """
 
     name: str
@@ -148,6 +151,7 @@ class Kernel:
     modes: tuple[str, ...] = MODES
     bench: bool = True
     vjp_of: str | None = None
+    ndim: int = 2
 
 
 def _size(shape: tuple, itemsize: int) -> int:
@@ -177,12 +181,21 @@ def _call_cross_entropy(target: str, **settings) -> Callable[..., tuple]:
     return call
 
 
+#: The step ``sgd_momentum`` is called with (peers time the same step).
+SGD_STEP = {"lr": 1e-3, "momentum": 0.9}
+
+
 def _call_sgd(momentum: float) -> Callable[..., tuple]:
     def call(data, mode="out", **options):
         param = data["param"]
         velocity = data["velocity"] if momentum else None
         _api.sgd_update(
-            param, data["grad"], lr=1e-3, momentum=momentum, velocity=velocity, **options
+            param,
+            data["grad"],
+            lr=SGD_STEP["lr"],
+            momentum=momentum,
+            velocity=velocity,
+            **options,
         )
         return (param,) if velocity is None else (param, velocity)
 
@@ -267,15 +280,17 @@ KERNELS: dict[str, Kernel] = {
             lambda shape, size: 3 * _size(shape, size),
             modes=("out",),
             bench=False,
+            ndim=1,
         ),
         Kernel(
             "sgd_momentum",
             ("param", "grad", "velocity", "lr", "momentum", "weight_decay", "nesterov", *_THREADS),
             "sgd_update",
             "vectors",
-            _call_sgd(momentum=0.9),
+            _call_sgd(momentum=SGD_STEP["momentum"]),
             lambda shape, size: 5 * _size(shape, size),
             modes=("out",),
+            ndim=1,
         ),
     )
 }

@@ -29,6 +29,7 @@ import time
 from collections.abc import Sequence
 from functools import partial
 
+from fastsoftmax._registry import SGD_STEP
 from fastsoftmax.benchmark import peers
 from fastsoftmax.benchmark.implementations import (
     IMPLEMENTATION_ORDER,
@@ -61,7 +62,6 @@ from fastsoftmax.benchmark.machine import (
     environment,
     environment_report,
 )
-from fastsoftmax.benchmark.peers import SGD_STEP
 from fastsoftmax.benchmark.report import (
     SPEEDUP,
     SPEEDUP_PEER,

@@ -36,10 +36,6 @@ DEFAULT_SIZES = ((7850,), (10_000_000,))  # softmax regression on MNIST; a large
 QUICK_SHAPES = ((2048, 128), (128, 4096), (64, 10))
 QUICK_SIZES = ((7850,), (100_000,))
 
-#: Arguments the backends take as 1-D vectors (see :mod:`fastsoftmax.backends`); the arrays of
-#: every other kernel are 2-D rows.
-_VECTOR_ARGUMENTS = frozenset({"param", "grad", "velocity"})
-
 _CACHE_BUDGET = 2 << 30  # bytes of memoised inputs kept across cases
 _MAX_COPIES = 64
 _DATASET = "dataset"
@@ -67,7 +63,7 @@ def ndim(kernel: str) -> int:
     if kernel == EPOCH:
         return 2
     _family(kernel)
-    return 1 if BENCHED[kernel].params[0] in _VECTOR_ARGUMENTS else 2
+    return BENCHED[kernel].ndim
 
 
 def dtype_name(dtype) -> str:

@@ -26,7 +26,7 @@ from functools import partial
 
 import numpy as np
 
-from fastsoftmax._registry import touched
+from fastsoftmax._registry import SGD_STEP, touched
 
 HOW_TO_GET = {
     "scipy": "pip install scipy",
@@ -41,10 +41,6 @@ THREADED = ("torch",)
 
 COMPARED = "torch"
 """The peer every row of the bench's tables is also compared with (the "vs torch" column)."""
-
-SGD_STEP = {"lr": 1e-3, "momentum": 0.9}
-"""The step ``sgd_update`` takes in the bench (the registry's ``sgd_momentum`` call): SGD with
-momentum, as in training. The peers take the same step."""
 
 Entry = tuple[Callable, tuple[str, ...]]
 """``(make, modes)``: ``make(data, mode, n_threads)`` builds a runner; ``modes`` it offers."""
