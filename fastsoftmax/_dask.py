@@ -243,7 +243,9 @@ class BlockData:
                 strict=True,
             )
         )
-        self.X = X
+        # The persisted collections hold the futures of their blocks: without a reference to
+        # them the cluster would drop the blocks that the Delayed objects above point to.
+        self.X, self.labels, self.weights = X, labels, weights
         self.n_rows, self.n_features = X.shape
         self.n_blocks = X.numblocks[0]
         self.dtype = X.dtype

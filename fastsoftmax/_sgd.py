@@ -29,7 +29,7 @@ from __future__ import annotations
 import functools
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 
@@ -284,12 +284,10 @@ def train_passes(
     passes: int,
     order_rng: np.random.Generator | None,
     stop_early: bool,
-) -> SGDState:
+) -> None:
     """``passes`` passes over the blocks of ``data``, each block trained by one constant-step
     epoch (as ``partial_fit`` on it) where it lives; ``order_rng`` shuffles the block order
     (None: in order). Records one loss per pass, the row-weighted mean of the blocks' losses.
-
-    Returns the trained state: a new object when the blocks are trained in other processes.
     """
     stall = StallRule(options.tol, options.n_iter_no_change)
     for _ in range(passes):
@@ -297,7 +295,10 @@ def train_passes(
         order = range(n_blocks) if order_rng is None else order_rng.permutation(n_blocks)
         curve, n_iter = list(state.loss_curve), state.n_iter
         step = functools.partial(_train_block, options)
-        state, losses = data.fold_blocks(step, (state, []), order)
+        trained, losses = data.fold_blocks(step, (state, []), order)
+        if trained is not state:  # trained in other processes: a copy came back
+            for name in (f.name for f in fields(state)):
+                setattr(state, name, getattr(trained, name))
         if not losses:  # every block was empty or weighed 0
             check.positive_total_weight(0.0)
         block_loss, block_rows = np.asarray(losses).T
@@ -308,7 +309,6 @@ def train_passes(
             stall.update(pass_loss)
             if stall.stop:
                 break
-    return state
 
 
 def _train_block(options: SGDOptions, carry: tuple, block: ArrayData) -> tuple:

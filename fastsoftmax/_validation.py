@@ -7,6 +7,7 @@ to a user's array.
 
 from __future__ import annotations
 
+import json
 import math
 import numbers
 import operator
@@ -270,13 +271,7 @@ def linear_features(X, W: np.ndarray):
 
 
 def chunk_rows_value(chunk_rows, default: int) -> int:
-    if chunk_rows is None:
-        return default
-    if isinstance(chunk_rows, bool) or not isinstance(chunk_rows, numbers.Integral):
-        raise ValueError(f"chunk_rows must be a positive integer, got {chunk_rows!r}")
-    if chunk_rows < 1:
-        raise ValueError(f"chunk_rows must be a positive integer, got {chunk_rows!r}")
-    return int(chunk_rows)
+    return default if chunk_rows is None else positive_int(chunk_rows, "chunk_rows")
 
 
 # -- SoftmaxRegression ---------------------------------------------------------------------------
@@ -425,3 +420,56 @@ def finite_weights(weights: np.ndarray | None) -> None:
 
 def unsupported_dask_collection(name: str, obj) -> None:
     raise TypeError(f"{name}: unsupported Dask collection {type(obj).__name__}")
+
+
+# -- model files ---------------------------------------------------------------------------------
+
+
+def savable_classes(classes: np.ndarray) -> None:
+    if classes.dtype == object:
+        raise TypeError("save() stores numeric or string classes only; use pickle instead")
+
+
+def model_file_format(path, version, supported: int) -> None:
+    if version != supported:
+        raise ValueError(
+            f"{path}: model file format {version!r} is not supported by this "
+            f"fastsoftmax (it reads format {supported})"
+        )
+
+
+def saved_model(arrays: dict, keys: tuple, known_params: dict) -> dict:
+    """The hyper-parameters of the arrays of a model file, once the arrays are known to be
+    complete and to make a model (ValueError otherwise; the caller names the file)."""
+    missing = [key for key in keys if key not in arrays]
+    if missing:
+        raise ValueError(f"no {', '.join(missing)} in it")
+    try:
+        params = json.loads(str(arrays["params"]))
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"params is not JSON ({exc})") from exc
+    if not isinstance(params, dict):
+        raise ValueError(f"params is not a JSON object: {params!r}")
+    unknown = sorted(set(params) - set(known_params))
+    if unknown:
+        raise ValueError(
+            f"hyper-parameters {unknown} are unknown to this fastsoftmax (a newer one "
+            "may have written the file)"
+        )
+    if "dtype" in params:
+        params["dtype"] = np.dtype(params["dtype"]).type
+    coef, intercept, classes = arrays["coef"], arrays["intercept"], arrays["classes"]
+    # predict needs coef (k, d), intercept (k,) and classes (k,), k >= 2.
+    if not (
+        coef.ndim == 2
+        and len(coef) >= 2
+        and intercept.shape == classes.shape == (len(coef),)
+        and coef.dtype.kind == intercept.dtype.kind == "f"
+    ):
+        raise ValueError(
+            f"coef {coef.dtype}{list(coef.shape)}, intercept "
+            f"{intercept.dtype}{list(intercept.shape)} and classes {list(classes.shape)} "
+            "do not make a model: coef must be float (k, d), intercept float (k,) and "
+            "classes (k,), k >= 2"
+        )
+    return params

@@ -245,18 +245,17 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
         self.__dict__.pop("feature_names_in_", None)
         self.__dict__.update(attributes)
 
-    def _dask_features(self, dask, X, reset: bool, lengths: bool = True):
-        """Dask ``X`` in the model's dtype, its features checked (``reset``: recorded)."""
+    def _dask_input(self, dask, X, fitted: bool, lengths: bool = True) -> tuple:
+        """Dask ``X`` in the model's dtype, and its input attributes for :meth:`_set_input`;
+        ``fitted``: checked against the model's."""
         X, names = dask.features(X, self.dtype, lengths=lengths)
-        if reset:
-            self._set_input(
-                {"n_features_in_": X.shape[1]}
-                | ({} if names is None else {"feature_names_in_": names})
-            )
-        else:
+        if fitted:
             check.feature_count(X.shape[1], self.n_features_in_)
             check.feature_names(names, getattr(self, "feature_names_in_", None))
-        return X
+        attributes = {"n_features_in_": X.shape[1]}
+        if names is not None:
+            attributes["feature_names_in_"] = names
+        return X, attributes
 
     # -- training ------------------------------------------------------------------------------
 
@@ -304,7 +303,7 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
                 )
         elif on_dask:
             state.learning_rate = _sgd.auto_learning_rate(self.learning_rate, data)
-            order_rng = state.rng.spawn(1)[0] if self.shuffle else None
+            order_rng = state.rng.spawn(1)[0]  # the block order; state.rng shuffles within
             self._train(
                 state,
                 "epoch",
@@ -312,7 +311,7 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
                 self._sgd_options(),
                 data,
                 self.max_epochs,
-                order_rng,
+                order_rng if self.shuffle else None,
                 stop_early=True,
             )
         else:
@@ -340,16 +339,14 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
         dask = _dask_module()
         if self.solver == "sgd":
             check.no_early_stopping_on_dask(self.early_stopping)
-        X, names = dask.features(X, self.dtype)
+        X, input_attributes = self._dask_input(dask, X, fitted=False)
         y = dask.rows(y, "y", X.chunks[0])
         weights = None
         if sample_weight is not None:
             weights = dask.rows(sample_weight, "sample_weight", X.chunks[0], float)
         classes = dask.discover_classes(y)
         keep_weights = self._set_classes(classes)
-        self._set_input(
-            {"n_features_in_": X.shape[1]} | ({} if names is None else {"feature_names_in_": names})
-        )
+        self._set_input(input_attributes)
         data = dask.BlockData(X, y, weights, classes, self.backend, self.n_threads)
         return data, keep_weights
 
@@ -464,11 +461,13 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
     def _dask_partial_data(self, X, y, classes, sample_weight, first_call: bool):
         dask = _dask_module()
         classes = check.partial_fit_classes(classes, None if first_call else self.classes_)
-        X = self._dask_features(dask, X, reset=first_call)
+        X, input_attributes = self._dask_input(dask, X, fitted=not first_call)
         y = dask.rows(y, "y", X.chunks[0])
         weights = None
         if sample_weight is not None:
             weights = dask.rows(sample_weight, "sample_weight", X.chunks[0], float)
+        if first_call:
+            self._set_input(input_attributes)
         self.classes_ = classes
         return dask.BlockData(
             X, y, weights, classes, self.backend, self.n_threads, check_targets=True
@@ -480,7 +479,8 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
         check_is_fitted(self)
         if _has_dask(X):
             dask = _dask_module()
-            return self._predict_lazily(dask, self._dask_features(dask, X, False, False), kind)
+            X, _ = self._dask_input(dask, X, fitted=True, lengths=False)
+            return self._predict_lazily(dask, X, kind)
         X = self._validate_X(X, reset=False)
         return predict_rows(
             X, self.coef_, self.intercept_, self.classes_, kind, self.backend, self.n_threads
@@ -528,7 +528,8 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
         if _has_dask(X, y, sample_weight):
             check_is_fitted(self)
             dask = _dask_module()
-            predicted = self._predict_lazily(dask, self._dask_features(dask, X, False), "labels")
+            X, _ = self._dask_input(dask, X, fitted=True)
+            predicted = self._predict_lazily(dask, X, "labels")
             return dask.accuracy(predicted, y, sample_weight)
         return super().score(X, y, sample_weight=sample_weight)
 
@@ -540,8 +541,7 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
         Classes must be numbers or strings. Load with :meth:`SoftmaxRegression.load`.
         """
         check_is_fitted(self)
-        if self.classes_.dtype == object:
-            raise TypeError("save() stores numeric or string classes only; use pickle instead")
+        check.savable_classes(self.classes_)
         params = self.get_params()
         params["dtype"] = np.dtype(params["dtype"]).name
         if not isinstance(params["random_state"], (int, type(None))):
@@ -581,11 +581,7 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
             version = int(arrays["format_version"]) if "format_version" in arrays else None
         except (ValueError, TypeError, EOFError, zipfile.BadZipFile) as exc:
             raise ValueError(f"{unreadable}: {exc}") from exc
-        if version != _SAVE_FORMAT:
-            raise ValueError(
-                f"{path}: model file format {version!r} is not supported by this "
-                f"fastsoftmax (it reads format {_SAVE_FORMAT})"
-            )
+        check.model_file_format(path, version, _SAVE_FORMAT)
         try:
             model = cls._from_saved_arrays(arrays)
         except (ValueError, TypeError) as exc:
@@ -599,40 +595,11 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
     def _from_saved_arrays(cls, arrays: dict) -> SoftmaxRegression:
         """The model of the arrays of a format-1 file, once they are known to be complete and
         consistent (ValueError or TypeError otherwise)."""
-        missing = [key for key in _SAVE_KEYS if key not in arrays]
-        if missing:
-            raise ValueError(f"no {', '.join(missing)} in it")
-        try:
-            params = json.loads(str(arrays["params"]))
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"params is not JSON ({exc})") from exc
-        if not isinstance(params, dict):
-            raise ValueError(f"params is not a JSON object: {params!r}")
-        unknown = sorted(set(params) - set(cls().get_params()))
-        if unknown:
-            raise ValueError(
-                f"hyper-parameters {unknown} are unknown to this fastsoftmax (a newer one "
-                "may have written the file)"
-            )
-        if "dtype" in params:
-            params["dtype"] = np.dtype(params["dtype"]).type
-        coef, intercept, classes = arrays["coef"], arrays["intercept"], arrays["classes"]
-        # predict needs coef (k, d), intercept (k,) and classes (k,), k >= 2.
-        if not (
-            coef.ndim == 2
-            and len(coef) >= 2
-            and intercept.shape == classes.shape == (len(coef),)
-            and coef.dtype.kind == intercept.dtype.kind == "f"
-        ):
-            raise ValueError(
-                f"coef {coef.dtype}{list(coef.shape)}, intercept "
-                f"{intercept.dtype}{list(intercept.shape)} and classes {list(classes.shape)} "
-                "do not make a model: coef must be float (k, d), intercept float (k,) and "
-                "classes (k,), k >= 2"
-            )
+        params = check.saved_model(arrays, _SAVE_KEYS, cls().get_params())
         model = cls(**params)
-        model.coef_, model.intercept_, model.classes_ = coef, intercept, classes
-        model.n_features_in_ = coef.shape[1]
+        model.coef_, model.intercept_ = arrays["coef"], arrays["intercept"]
+        model.classes_ = arrays["classes"]
+        model.n_features_in_ = model.coef_.shape[1]
         model.n_iter_ = int(arrays["n_iter"])
         model.learning_rate_ = float(arrays["learning_rate"])
         model.loss_curve_ = arrays["loss_curve"].tolist()
