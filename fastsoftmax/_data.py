@@ -1,20 +1,20 @@
 """The training rows as the solvers see them: the data-term protocol and its in-memory provider.
 
-Design. A solver never touches ``X`` itself; it asks a *data term* for what it needs:
+Design. A solver never touches ``X`` itself; it asks a *data term* (:class:`DataTerm`) for
+what it needs:
 
 - ``sums(W, b)``: the weighted sums of the loss and of its gradients over all rows
   (:class:`~fastsoftmax._linear.BlockSums`), what L-BFGS needs per evaluation;
 - ``squared_norm_sum()``: ``sum_i ||x_i||^2``, for the "auto" step size of SGD;
-- ``minibatches(batch_size, order)``: the rows in ``order``, ``batch_size`` at a time, what an
-  SGD epoch iterates;
-- ``fold_blocks(step, carry, order)``: ``carry = step(carry, block)`` over the term's blocks of
-  rows in ``order``, each block an in-memory :class:`ArrayData`, where the data live (a Dask
-  worker); SGD trains a block per step there.
+- ``fold_blocks(step, carry, order)``: ``carry = step(carry, block)`` over the term's
+  ``n_blocks`` blocks of rows in ``order``, each block an in-memory :class:`ArrayData`, where
+  the data live (a Dask worker); blockwise SGD trains one block per step there.
 
-:class:`ArrayData` holds dense or CSR rows in memory (one block: itself);
-``fastsoftmax._dask.BlockData`` holds the blocks of Dask arrays. Both are built from validated
-inputs: labels are int64 indices into ``classes_`` and weights float64, or None when every
-weight is 1 (the kernels then skip the multiplication).
+In-memory rows (:class:`ArrayData`, one block: itself) also give ``minibatches(batch_size,
+order)``: the rows in ``order``, ``batch_size`` at a time, what an SGD epoch iterates.
+``fastsoftmax._dask.BlockData`` provides the protocol over the blocks of Dask arrays. Both are
+built from validated inputs: labels are int64 indices into ``classes_`` and weights float64,
+or None when every weight is 1.
 """
 
 from __future__ import annotations

@@ -90,8 +90,8 @@ def zero_velocity(coef: np.ndarray, intercept: np.ndarray) -> tuple[np.ndarray, 
 
 
 def initial_state(n_classes: int, n_features: int, dtype, rng: np.random.Generator) -> SGDState:
-    """Small random weights (0.01 standard normal: breaks no symmetry SGD needs, and keeps the
-    first logits near 0), zero intercepts and velocity; ``rng`` goes on into the shuffles."""
+    """Small random weights (0.01 standard normal), zero intercepts and velocity; ``rng``
+    draws the weights, then goes on into the shuffles."""
     dtype = np.dtype(dtype)
     coef = (0.01 * rng.standard_normal((n_classes, n_features))).astype(dtype)
     intercept = np.zeros(n_classes, dtype)

@@ -430,6 +430,12 @@ def savable_classes(classes: np.ndarray) -> None:
         raise TypeError("save() stores numeric or string classes only; use pickle instead")
 
 
+def model_archive(data) -> None:
+    """What ``np.load`` read from a model file: the .npz archive ``save`` writes."""
+    if not isinstance(data, np.lib.npyio.NpzFile):
+        raise ValueError("it holds one array (.npy), not the .npz archive save() writes")
+
+
 def model_file_format(path, version, supported: int) -> None:
     if version != supported:
         raise ValueError(

@@ -573,8 +573,7 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
         unreadable = f"{path}: not a readable fastsoftmax model file"
         try:
             data = np.load(path, allow_pickle=False)
-            if not isinstance(data, np.lib.npyio.NpzFile):
-                raise ValueError("it holds one array (.npy), not the .npz archive save() writes")
+            check.model_archive(data)
             with data:
                 # Read every array now: their CRC checks find a damaged file before any use.
                 arrays = {key: data[key] for key in data.files}
