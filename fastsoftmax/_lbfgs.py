@@ -1,24 +1,35 @@
-"""Full-batch L-BFGS for softmax regression: one objective for in-memory and Dask data.
+"""Full-batch L-BFGS for softmax regression: one optimiser loop for in-memory and Dask data.
 
-Design: the data enter only through a *data term* ``(W, b) -> BlockSums``, the weighted sums of
-the cross-entropy and of its gradients over some rows. In memory it is :func:`block_sums` over
-the whole of ``X``; on Dask it is :func:`block_sums` on every block, added by a tree reduction
-(``fastsoftmax._dask``). Everything else lives here, once: flattening ``theta = [W.ravel(), b]``
-(float64, as SciPy wants), dividing by the total sample weight, the ``l2 / 2 * ||W||^2``
-penalty, the L-BFGS-B call and its stopping rules. The sums are computed by the fused kernel of
-:func:`fastsoftmax.linear_softmax_cross_entropy` (``LinearCrossEntropy``: logits by BLAS per
-chunk of rows, the gradient written over them); the loss is summed in float64 and the
-gradients are returned in float64, so adding partial sums loses nothing.
+Design. The data enter only through a data term's ``sums(W, b)`` (``fastsoftmax._data``): the
+weighted sums of the cross-entropy and of its gradients over all rows, from
+:func:`~fastsoftmax._linear.block_sums` over the whole of ``X`` in memory, or over every Dask
+block and added by a tree reduction (``fastsoftmax._dask``). Everything else lives here, once:
+flattening ``theta = [W.ravel(), b]`` (float64, as SciPy wants), the mean and the ``l2`` term
+(:func:`~fastsoftmax._linear.mean_objective`), the L-BFGS-B call, its stopping rules, and
+following the iterations on the caller's state, so that an interruption or a failure of the
+data term keeps the last finished iteration's weights.
+
+>>> import numpy as np
+>>> from fastsoftmax._data import ArrayData
+>>> X = np.array([[0.0, 1.0], [1.0, 0.0], [1.0, 1.0], [0.0, 0.0]])
+>>> data = ArrayData(X, np.array([0, 1, 1, 0]))
+>>> state = Weights(np.zeros((2, 2)), np.zeros(2))
+>>> result = train(state, data, l2=0.1, max_iter=100, tol=1e-8)
+>>> result.converged, state.n_iter == len(state.loss_curve) > 0
+(True, True)
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
-from typing import NamedTuple
+from dataclasses import dataclass, field
+from typing import NamedTuple, Protocol
 
 import numpy as np
 
-from fastsoftmax._linear import DEFAULT_CHUNK_ROWS, LinearCrossEntropy
+from fastsoftmax._data import DataTerm
+from fastsoftmax._linear import BlockSums, mean_objective
 
 # scikit-learn's LogisticRegression(solver="lbfgs") uses the same options (gtol=tol, this ftol,
 # 50 line-search steps), so a given ``tol`` stops both at a comparable point.
@@ -26,54 +37,23 @@ FTOL = 64 * np.finfo(float).eps
 MAX_LINE_SEARCH = 50
 
 
-class BlockSums(NamedTuple):
-    """Weighted sums over some rows: ``sum w_i``, ``sum w_i CE_i``, and their gradients."""
+class State(Protocol):
+    """What :func:`train` updates: any object with these attributes (``SGDState`` too)."""
 
-    weight: float
-    loss: float
-    dW: np.ndarray  # (k, d) float64
-    db: np.ndarray  # (k,) float64
-
-
-def block_sums(
-    X,
-    labels: np.ndarray,
-    weights: np.ndarray | None,
-    W: np.ndarray,
-    b: np.ndarray,
-    backend: str | None = None,
-    n_threads: int | None = None,
-) -> BlockSums:
-    """Weighted sums of the loss and gradients over the rows of ``X`` (dense or CSR).
-
-    ``labels`` are int64 in [0, k); ``weights`` float64 or None (all 1); ``X``, ``W`` and ``b``
-    share one float dtype. Nothing is checked here: the callers validated the inputs.
-    """
-    n_rows = X.shape[0]
-    n_classes, n_features = W.shape
-    if n_rows == 0:
-        return BlockSums(0.0, 0.0, np.zeros((n_classes, n_features)), np.zeros(n_classes))
-    chunk = min(DEFAULT_CHUNK_ROWS, n_rows)
-    fused = LinearCrossEntropy(n_classes, n_features, W.dtype, backend, n_threads, chunk)
-    Wt = W.T
-    loss = 0.0
-    for start in range(0, n_rows, chunk):
-        rows = slice(start, start + chunk)
-        loss += fused.gradients(
-            X[rows], Wt, b, labels[rows], None if weights is None else weights[rows], 1.0, add=True
-        )
-    weight = float(n_rows) if weights is None else float(weights.sum())
-    return BlockSums(weight, loss, fused.dWt.T.astype(np.float64), fused.db.astype(np.float64))
+    coef: np.ndarray
+    intercept: np.ndarray
+    n_iter: int
+    loss_curve: list
 
 
-def add_block_sums(*parts: BlockSums) -> BlockSums:
-    """Elementwise sum of partial sums (the reduction step)."""
-    return BlockSums(
-        sum(p.weight for p in parts),
-        sum(p.loss for p in parts),
-        np.sum([p.dW for p in parts], axis=0),
-        np.sum([p.db for p in parts], axis=0),
-    )
+@dataclass
+class Weights:
+    """A bare :class:`State`."""
+
+    coef: np.ndarray
+    intercept: np.ndarray
+    n_iter: int = 0
+    loss_curve: list = field(default_factory=list)
 
 
 class LbfgsResult(NamedTuple):
@@ -92,7 +72,14 @@ class Objective:
     ``dtype`` (the model's precision) and returns their :class:`BlockSums`.
     """
 
-    def __init__(self, data_term, n_classes: int, n_features: int, dtype, l2: float):
+    def __init__(
+        self,
+        data_term: Callable[[np.ndarray, np.ndarray], BlockSums],
+        n_classes: int,
+        n_features: int,
+        dtype,
+        l2: float,
+    ):
         self.data_term = data_term
         self.shape = (n_classes, n_features)
         self.dtype = np.dtype(dtype)
@@ -108,13 +95,8 @@ class Objective:
 
     def __call__(self, theta: np.ndarray) -> tuple[float, np.ndarray]:
         W, b = self.unflatten(theta)
-        sums = self.data_term(W, b)
-        if not sums.weight > 0:
-            raise ValueError("sample_weight sums to zero: at least one weight must be positive")
-        W64 = W.astype(np.float64)
-        loss = sums.loss / sums.weight + 0.5 * self.l2 * float(np.vdot(W64, W64))
-        grad_W = sums.dW / sums.weight + self.l2 * W64
-        return loss, self.flatten(grad_W, sums.db / sums.weight)
+        loss, grad_W, grad_b = mean_objective(self.data_term(W, b), W, self.l2)
+        return loss, self.flatten(grad_W, grad_b)
 
 
 def minimize(
@@ -176,3 +158,41 @@ def minimize(
     W, b = objective.unflatten(result.x)
     message = result.message if isinstance(result.message, str) else str(result.message)
     return LbfgsResult(W, b, int(result.nit), loss_curve, bool(result.success), message)
+
+
+def train(
+    state: State,
+    data: DataTerm,
+    *,
+    l2: float,
+    max_iter: int,
+    tol: float | None,
+    verbose: int = 0,
+) -> LbfgsResult:
+    """L-BFGS from ``state``'s weights, following the iterations on ``state`` (its ``coef`` and
+    ``intercept`` are written in place, ``n_iter`` and ``loss_curve`` after each iteration).
+    The result tells whether it converged (the caller warns, in its own words).
+    """
+    start_time = time.perf_counter()
+    state.n_iter = 0
+
+    def on_iteration(iteration, W, b, loss):
+        state.coef[...], state.intercept[...] = W, b
+        state.n_iter = iteration
+        state.loss_curve.append(loss)
+        if verbose:
+            elapsed = time.perf_counter() - start_time
+            print(f"iteration {iteration}: loss {loss:.6f}, {elapsed:.2f} s", flush=True)
+
+    result = minimize(
+        data.sums,
+        state.coef,
+        state.intercept,
+        l2=l2,
+        max_iter=max_iter,
+        tol=tol,
+        on_iteration=on_iteration,
+    )
+    state.coef[...], state.intercept[...] = result.coef, result.intercept
+    state.n_iter = result.n_iter
+    return result

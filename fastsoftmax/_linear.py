@@ -4,11 +4,16 @@ Per chunk of rows: the logits by BLAS into a reused (chunk, k) buffer, the backe
 softmax-cross-entropy writes the gradient over them in place, then ``dW += G^T X_chunk`` and
 ``db += sum(G)``. Memory for logits is O(chunk * k) instead of O(n * k) (the Liger-Kernel /
 Cut-Cross-Entropy idea, on a CPU). BLAS is never called inside a parallel region.
+
+The objective of softmax regression is defined here once: :func:`block_sums` gives the
+weighted sums over some rows (the chunk loop), :func:`mean_objective` turns sums into the
+weighted mean plus the ``l2`` term. :func:`linear_softmax_cross_entropy`, the L-BFGS solver
+and the SGD loss curve all go through these two.
 """
 
 from __future__ import annotations
 
-import numbers
+from typing import NamedTuple
 
 import numpy as np
 
@@ -126,44 +131,85 @@ def linear_softmax_cross_entropy(
     >>> float(loss), db
     (0.6931471805599453, array([0., 0.]))
     """
-    W = check.as_array(W, "W")
-    if W.ndim != 2 or W.dtype not in check.FLOAT_DTYPES:
-        raise TypeError(f"W must be a 2-D float32 or float64 array (k, d), got {W.dtype} {W.shape}")
-    n_classes, n_features = W.shape
-    b = check.as_array(b, "b")
-    if b.shape != (n_classes,) or b.dtype != W.dtype:
-        raise ValueError(
-            f"b must have shape ({n_classes},) and dtype {W.dtype}, got {b.dtype} {b.shape}"
-        )
-    X = X.tocsr() if is_sparse(X) else check.as_array(X, "X")
-    if X.ndim != 2 or X.shape[1] != n_features:
-        raise ValueError(f"X must be 2-D with {n_features} columns (W is {W.shape}), got {X.shape}")
-    if X.dtype != W.dtype:
-        raise TypeError(f"X must have dtype {W.dtype} like W, got {X.dtype}")
+    W, b = check.linear_weights(W, b)
+    X = check.linear_features(X, W)
     n_rows = X.shape[0]
-    labels = check.labels_array(check.as_array(y, "y"), n_rows, n_classes, None, "y", "X")
-    weights = check.sample_weight_array(sample_weight, n_rows)
+    labels = check.labels_array(check.as_array(y, "y"), n_rows, W.shape[0], None, "y", "X")
+    weights = check.training_sample_weight(sample_weight, n_rows)
     l2 = check.real_number(l2, "l2", low=0)
-    chunk = DEFAULT_CHUNK_ROWS if chunk_rows is None else chunk_rows
-    if isinstance(chunk, bool) or not isinstance(chunk, numbers.Integral) or chunk < 1:
-        raise ValueError(f"chunk_rows must be a positive integer, got {chunk_rows!r}")
-    chunk = int(chunk)
+    chunk = check.chunk_rows_value(chunk_rows, DEFAULT_CHUNK_ROWS)
     n_threads = check.n_threads_value(n_threads)
-    total_weight = float(weights.sum())
-    if total_weight <= 0:
-        raise ValueError("sample_weight must have a positive sum")
-
-    fused = LinearCrossEntropy(
-        n_classes, n_features, W.dtype, backend, n_threads, min(chunk, max(n_rows, 1))
+    sums = block_sums(
+        X, labels, None if sample_weight is None else weights, W, b, backend, n_threads, chunk
     )
+    loss, dW, db = mean_objective(sums, W, l2)
+    return W.dtype.type(loss), dW.astype(W.dtype), db.astype(W.dtype)
+
+
+class BlockSums(NamedTuple):
+    """Weighted sums over some rows: ``sum w_i``, ``sum w_i CE_i``, and their gradients."""
+
+    weight: float
+    loss: float
+    dW: np.ndarray  # (k, d) float64
+    db: np.ndarray  # (k,) float64
+
+
+def block_sums(
+    X,
+    labels: np.ndarray,
+    weights: np.ndarray | None,
+    W: np.ndarray,
+    b: np.ndarray,
+    backend: str | None = None,
+    n_threads: int | None = None,
+    chunk_rows: int = DEFAULT_CHUNK_ROWS,
+) -> BlockSums:
+    """Weighted sums of the loss and gradients over the rows of ``X`` (dense or CSR).
+
+    ``labels`` are int64 in [0, k); ``weights`` float64 or None (all 1); ``X``, ``W`` and ``b``
+    share one float dtype. Nothing is checked here: the callers validated the inputs. The loss
+    is summed in float64 and the gradients returned in float64, so adding partial sums (of
+    Dask blocks) loses nothing.
+    """
+    n_rows = X.shape[0]
+    n_classes, n_features = W.shape
+    if n_rows == 0:
+        return BlockSums(0.0, 0.0, np.zeros((n_classes, n_features)), np.zeros(n_classes))
+    chunk = min(chunk_rows, n_rows)
+    fused = LinearCrossEntropy(n_classes, n_features, W.dtype, backend, n_threads, chunk)
+    Wt = W.T
     loss = 0.0
     for start in range(0, n_rows, chunk):
         rows = slice(start, start + chunk)
         loss += fused.gradients(
-            X[rows], W.T, b, labels[rows], weights[rows], 1.0 / total_weight, add=True
+            X[rows], Wt, b, labels[rows], None if weights is None else weights[rows], 1.0, add=True
         )
-    loss = loss / total_weight + 0.5 * l2 * float(np.sum(np.square(W, dtype=float)))
-    dW = np.ascontiguousarray(fused.dWt.T)
-    if l2:
-        dW += W.dtype.type(l2) * W
-    return W.dtype.type(loss), dW, fused.db
+    weight = float(n_rows) if weights is None else float(weights.sum())
+    return BlockSums(weight, loss, fused.dWt.T.astype(np.float64), fused.db.astype(np.float64))
+
+
+def add_block_sums(*parts: BlockSums) -> BlockSums:
+    """Elementwise sum of partial sums (the reduction step)."""
+    return BlockSums(
+        sum(p.weight for p in parts),
+        sum(p.loss for p in parts),
+        np.sum([p.dW for p in parts], axis=0),
+        np.sum([p.db for p in parts], axis=0),
+    )
+
+
+def l2_penalty(l2: float, W: np.ndarray) -> float:
+    """``l2 / 2 * ||W||^2``, summed in float64."""
+    W64 = W.astype(np.float64)
+    return 0.5 * l2 * float(np.vdot(W64, W64))
+
+
+def mean_objective(
+    sums: BlockSums, W: np.ndarray, l2: float
+) -> tuple[float, np.ndarray, np.ndarray]:
+    """``sum_i w_i CE_i / sum_i w_i + l2 / 2 * ||W||^2`` and its gradients, in float64."""
+    check.positive_total_weight(sums.weight)
+    W64 = W.astype(np.float64)
+    loss = sums.loss / sums.weight + l2_penalty(l2, W64)
+    return loss, sums.dW / sums.weight + l2 * W64, sums.db / sums.weight

@@ -7,6 +7,7 @@ to a user's array.
 
 from __future__ import annotations
 
+import json
 import math
 import numbers
 import operator
@@ -187,8 +188,7 @@ def sample_weight_array(sample_weight, n_rows: int) -> np.ndarray:
     if weights.shape != (n_rows,):
         raise ValueError(f"sample_weight must have shape ({n_rows},), got {weights.shape}")
     weights = weights.astype(np.float64)
-    if not np.all(np.isfinite(weights) & (weights >= 0)):
-        raise ValueError("sample_weight must be finite and >= 0")
+    finite_weights(weights)
     return weights
 
 
@@ -235,3 +235,259 @@ def sgd_arrays(param, grad, velocity, momentum: float, nesterov) -> tuple:
     if np.may_share_memory(velocity, param):
         raise ValueError("velocity must not share memory with param")
     return grad, velocity
+
+
+def positive_total_weight(total: float) -> None:
+    """The one rule for every training path: the sample weights must not all be zero."""
+    if not total > 0:
+        raise ValueError("sample_weight sums to zero: at least one weight must be positive")
+
+
+def training_sample_weight(sample_weight, n_rows: int) -> np.ndarray:
+    """``sample_weight_array`` with a positive sum (float64, ones for None)."""
+    weights = sample_weight_array(sample_weight, n_rows)
+    positive_total_weight(float(weights.sum()))
+    return weights
+
+
+def positive_int(value, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+# -- the fused linear kernel -------------------------------------------------------------------
+
+
+def linear_weights(W, b) -> tuple[np.ndarray, np.ndarray]:
+    """``W`` (k, d) float32/float64 and ``b`` (k,) of the same dtype."""
+    W = as_array(W, "W")
+    if W.ndim != 2 or W.dtype not in FLOAT_DTYPES:
+        raise TypeError(f"W must be a 2-D float32 or float64 array (k, d), got {W.dtype} {W.shape}")
+    b = as_array(b, "b")
+    if b.shape != (W.shape[0],) or b.dtype != W.dtype:
+        raise ValueError(
+            f"b must have shape ({W.shape[0]},) and dtype {W.dtype}, got {b.dtype} {b.shape}"
+        )
+    return W, b
+
+
+def linear_features(X, W: np.ndarray):
+    """``X`` (n, d) dense or CSR, of ``W``'s dtype (no silent conversion)."""
+    X = X.tocsr() if hasattr(X, "tocsr") and hasattr(X, "nnz") else as_array(X, "X")
+    if X.ndim != 2 or X.shape[1] != W.shape[1]:
+        raise ValueError(f"X must be 2-D with {W.shape[1]} columns (W is {W.shape}), got {X.shape}")
+    if X.dtype != W.dtype:
+        raise TypeError(f"X must have dtype {W.dtype} like W, got {X.dtype}")
+    return X
+
+
+def chunk_rows_value(chunk_rows, default: int) -> int:
+    return default if chunk_rows is None else positive_int(chunk_rows, "chunk_rows")
+
+
+# -- SoftmaxRegression ---------------------------------------------------------------------------
+
+SOLVERS = ("sgd", "lbfgs")
+SCHEDULES = ("constant", "invscaling", "cosine")
+
+
+def estimator_params(params: dict) -> None:
+    """The hyper-parameters of ``SoftmaxRegression`` (``get_params()``), checked at ``fit``."""
+    if params["solver"] not in SOLVERS:
+        raise ValueError(f"solver must be one of {SOLVERS}, got {params['solver']!r}")
+    for name in ("batch_size", "max_epochs", "max_iter", "n_iter_no_change"):
+        positive_int(params[name], name)
+    lr = params["learning_rate"]
+    if not (lr == "auto" or (isinstance(lr, (int, float)) and 0 < lr < math.inf)):
+        raise ValueError(f"learning_rate must be 'auto' or a finite number > 0, got {lr!r}")
+    if params["schedule"] not in SCHEDULES:
+        raise ValueError(f"schedule must be one of {SCHEDULES}, got {params['schedule']!r}")
+    momentum = params["momentum"]
+    if not 0 <= momentum < 1:
+        raise ValueError(f"momentum must be in [0, 1), got {momentum!r}")
+    if params["nesterov"] and momentum == 0:
+        raise ValueError("nesterov=True needs momentum > 0")
+    l2 = params["l2"]
+    if not (l2 >= 0 and math.isfinite(l2)):
+        raise ValueError(f"l2 must be a finite number >= 0, got {l2!r}")
+    tol = params["tol"]
+    if tol is not None and not tol >= 0:
+        raise ValueError(f"tol must be None or >= 0, got {tol!r}")
+    fraction = params["validation_fraction"]
+    if not 0 < fraction < 1:
+        raise ValueError(f"validation_fraction must be in (0, 1), got {fraction!r}")
+    if np.dtype(params["dtype"]) not in FLOAT_DTYPES:
+        raise ValueError(f"dtype must be numpy.float32 or numpy.float64, got {params['dtype']!r}")
+    if params["solver"] == "lbfgs" and params["early_stopping"]:
+        raise ValueError(
+            "early_stopping=True needs solver='sgd': L-BFGS stops on the training gradient "
+            "(tol, max_iter)"
+        )
+
+
+def no_early_stopping_on_dask(early_stopping: bool) -> None:
+    if early_stopping:
+        raise ValueError(
+            "early_stopping=True is not supported with Dask input; hold out a validation set "
+            "and use tol, or solver='lbfgs'"
+        )
+
+
+def training_classes(classes: np.ndarray) -> np.ndarray:
+    """The classes found in ``y`` by ``fit``: at least two."""
+    if len(classes) < 2:
+        raise ValueError(
+            f"y holds one class ({classes[0]!r}): at least 2 classes are needed to train"
+        )
+    return classes
+
+
+def warm_start_classes(fitted: np.ndarray, classes: np.ndarray) -> None:
+    if not np.array_equal(fitted, classes):
+        raise ValueError("warm_start: y holds other classes than the fitted model")
+
+
+def partial_fit_classes(classes, fitted: np.ndarray | None) -> np.ndarray:
+    """The sorted classes of a ``partial_fit`` call; ``fitted`` is None on the first call."""
+    if fitted is None:
+        if classes is None:
+            raise ValueError("classes must be given on the first call to partial_fit")
+        classes = np.unique(np.asarray(classes))
+        if len(classes) < 2:
+            raise ValueError("classes must hold at least 2 labels")
+        return classes
+    if classes is not None and not np.array_equal(np.unique(classes), fitted):
+        raise ValueError(f"classes differ from the first call's: {fitted!r}")
+    return fitted
+
+
+def labels_in_classes(y: np.ndarray, classes: np.ndarray) -> np.ndarray:
+    """The index in ``classes`` (sorted) of each label of ``y``; every label must be there."""
+    labels = np.searchsorted(classes, y)
+    unseen = (labels >= len(classes)) | (classes[np.minimum(labels, len(classes) - 1)] != y)
+    if np.any(unseen):
+        raise ValueError(
+            f"y holds labels not in classes: {np.unique(np.asarray(y)[unseen])[:10]!r}"
+        )
+    return labels
+
+
+def feature_count(n_features: int, expected: int) -> None:
+    if n_features != expected:
+        raise ValueError(
+            f"X has {n_features} features, but SoftmaxRegression is expecting "
+            f"{expected} features as input"
+        )
+
+
+def feature_names(names, fitted) -> None:
+    if names is not None and fitted is not None and not np.array_equal(names, fitted):
+        raise ValueError("The feature names should match those that were passed during fit")
+
+
+# -- Dask collections (shapes and dtypes known before any block is computed) --------------------
+
+
+def dask_features(shape: tuple, dtype: np.dtype) -> None:
+    if len(shape) != 2:
+        raise ValueError(f"Expected 2D array, got a dask array of shape {shape}")
+    if dtype.kind not in "biuf":
+        raise ValueError(f"X must hold real numbers, got dtype {dtype}")
+
+
+def dask_rows(name: str, shape: tuple, n_rows: int) -> None:
+    """``y`` or ``sample_weight`` (already squeezed): 1-D with a row of ``X`` each."""
+    if len(shape) != 1:
+        raise ValueError(f"{name} must be 1-D (n_samples,), got shape {shape}")
+    if shape[0] != n_rows:
+        raise ValueError(
+            f"Found input variables with inconsistent numbers of samples: [{n_rows}, {shape[0]}]"
+        )
+
+
+def real_dtype(name: str, dtype: np.dtype) -> None:
+    if dtype.kind not in "biuf":
+        raise TypeError(f"{name} must be a real array, got dtype {dtype}")
+
+
+def dask_partner(name: str, obj) -> None:
+    """An input that is not a Dask collection while the others are."""
+    raise TypeError(
+        f"{name} is a {type(obj).__name__} while other inputs are Dask collections: pass "
+        f"{name} as a dask array too (dask.array.from_array({name}, chunks=...))"
+    )
+
+
+def finite_block(X: np.ndarray) -> None:
+    """A block of a dask ``X``, checked on the worker that holds it."""
+    if not np.isfinite(X).all():
+        raise ValueError("Input X contains NaN or infinity (in a dask block)")
+
+
+def finite_weights(weights: np.ndarray | None) -> None:
+    if weights is not None and not np.all(np.isfinite(weights) & (weights >= 0)):
+        raise ValueError("sample_weight must be finite and >= 0")
+
+
+def unsupported_dask_collection(name: str, obj) -> None:
+    raise TypeError(f"{name}: unsupported Dask collection {type(obj).__name__}")
+
+
+# -- model files ---------------------------------------------------------------------------------
+
+
+def savable_classes(classes: np.ndarray) -> None:
+    if classes.dtype == object:
+        raise TypeError("save() stores numeric or string classes only; use pickle instead")
+
+
+def model_archive(data) -> None:
+    """What ``np.load`` read from a model file: the .npz archive ``save`` writes."""
+    if not isinstance(data, np.lib.npyio.NpzFile):
+        raise ValueError("it holds one array (.npy), not the .npz archive save() writes")
+
+
+def model_file_format(path, version, supported: int) -> None:
+    if version != supported:
+        raise ValueError(
+            f"{path}: model file format {version!r} is not supported by this "
+            f"fastsoftmax (it reads format {supported})"
+        )
+
+
+def saved_model(arrays: dict, keys: tuple, known_params: dict) -> dict:
+    """The hyper-parameters of the arrays of a model file, once the arrays are known to be
+    complete and to make a model (ValueError otherwise; the caller names the file)."""
+    missing = [key for key in keys if key not in arrays]
+    if missing:
+        raise ValueError(f"no {', '.join(missing)} in it")
+    try:
+        params = json.loads(str(arrays["params"]))
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"params is not JSON ({exc})") from exc
+    if not isinstance(params, dict):
+        raise ValueError(f"params is not a JSON object: {params!r}")
+    unknown = sorted(set(params) - set(known_params))
+    if unknown:
+        raise ValueError(
+            f"hyper-parameters {unknown} are unknown to this fastsoftmax (a newer one "
+            "may have written the file)"
+        )
+    if "dtype" in params:
+        params["dtype"] = np.dtype(params["dtype"]).type
+    coef, intercept, classes = arrays["coef"], arrays["intercept"], arrays["classes"]
+    # predict needs coef (k, d), intercept (k,) and classes (k,), k >= 2.
+    if not (
+        coef.ndim == 2
+        and len(coef) >= 2
+        and intercept.shape == classes.shape == (len(coef),)
+        and coef.dtype.kind == intercept.dtype.kind == "f"
+    ):
+        raise ValueError(
+            f"coef {coef.dtype}{list(coef.shape)}, intercept "
+            f"{intercept.dtype}{list(intercept.shape)} and classes {list(classes.shape)} "
+            "do not make a model: coef must be float (k, d), intercept float (k,) and "
+            "classes (k,), k >= 2"
+        )
+    return params

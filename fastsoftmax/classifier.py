@@ -1,41 +1,31 @@
-"""SoftmaxRegression: a scikit-learn classifier trained by minibatch SGD (or full-batch L-BFGS)
-on the fused kernels.
+"""SoftmaxRegression: the scikit-learn face of softmax regression.
 
-Each minibatch is a handful of calls into compiled code or BLAS on reused buffers: logits by
-``matmul`` into a (batch, k) buffer, the fused softmax-cross-entropy kernel writing the gradient
-in place, ``dW = G^T X_batch`` by BLAS, and the SGD-with-momentum kernel on ``W`` and ``b``.
-The raw backend kernels are called directly (inputs were validated once per ``fit``), so Python
-overhead per minibatch is a few microseconds. ``solver="lbfgs"`` minimises the same objective
-with SciPy's L-BFGS-B (``fastsoftmax._lbfgs``). Dask inputs are handed to ``fastsoftmax._dask``,
-imported only when one is seen (Dask is an optional extra).
+The estimator holds the hyper-parameters and the fitted attributes, validates its input
+(``fastsoftmax._validation``), and hands the training to a solver over a data term: minibatch
+SGD (``fastsoftmax._sgd``) or full-batch L-BFGS (``fastsoftmax._lbfgs``), over rows in memory
+(``fastsoftmax._data``) or Dask blocks (``fastsoftmax._dask``, imported only when a Dask
+collection is seen: Dask is an optional extra). Prediction is one function of the coefficients
+(``fastsoftmax._data.predict_rows``), called on the rows here or lazily on each Dask block.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
-import time
 import warnings
 import zipfile
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, clone
 from sklearn.exceptions import ConvergenceWarning
-from sklearn.model_selection import train_test_split
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from fastsoftmax import _api, _lbfgs
+from fastsoftmax import _lbfgs, _sgd
 from fastsoftmax import _validation as check
-from fastsoftmax._config import kernel_module
-from fastsoftmax._linear import LinearCrossEntropy, is_sparse
+from fastsoftmax._data import ArrayData, predict_rows
 
-SOLVERS = ("sgd", "lbfgs")
-SCHEDULES = ("constant", "invscaling", "cosine")
-# learning_rate="auto" takes AUTO_STEP / (1 + mean squared row norm): the curvature of the loss
-# grows with ||x||^2, so this keeps the step matched to the data's scale. 24 gives the best
-# test accuracy of {8, 16, 24, 40} on Fashion-MNIST and digits (step 0.147 and 1.5 there).
-AUTO_STEP = 24.0
 _SAVE_FORMAT = 1
 # The arrays save() writes besides format_version.
 _SAVE_KEYS = ("coef", "intercept", "classes", "params", "n_iter", "learning_rate", "loss_curve")
@@ -215,41 +205,6 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
         tags.input_tags.sparse = True
         return tags
 
-    def _check_params(self) -> None:
-        def positive_int(name):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
-
-        if self.solver not in SOLVERS:
-            raise ValueError(f"solver must be one of {SOLVERS}, got {self.solver!r}")
-        for name in ("batch_size", "max_epochs", "max_iter", "n_iter_no_change"):
-            positive_int(name)
-        lr = self.learning_rate
-        if not (lr == "auto" or (isinstance(lr, (int, float)) and 0 < lr < math.inf)):
-            raise ValueError(f"learning_rate must be 'auto' or a finite number > 0, got {lr!r}")
-        if self.schedule not in SCHEDULES:
-            raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
-        if not 0 <= self.momentum < 1:
-            raise ValueError(f"momentum must be in [0, 1), got {self.momentum!r}")
-        if self.nesterov and self.momentum == 0:
-            raise ValueError("nesterov=True needs momentum > 0")
-        if not (self.l2 >= 0 and math.isfinite(self.l2)):
-            raise ValueError(f"l2 must be a finite number >= 0, got {self.l2!r}")
-        if self.tol is not None and not self.tol >= 0:
-            raise ValueError(f"tol must be None or >= 0, got {self.tol!r}")
-        if not 0 < self.validation_fraction < 1:
-            raise ValueError(
-                f"validation_fraction must be in (0, 1), got {self.validation_fraction!r}"
-            )
-        if np.dtype(self.dtype) not in (np.float32, np.float64):
-            raise ValueError(f"dtype must be numpy.float32 or numpy.float64, got {self.dtype!r}")
-        if self.solver == "lbfgs" and self.early_stopping:
-            raise ValueError(
-                "early_stopping=True needs solver='sgd': L-BFGS stops on the training gradient "
-                "(tol, max_iter)"
-            )
-
     def _validate_X(self, X, reset: bool):
         return validate_data(
             self,
@@ -290,6 +245,18 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
         self.__dict__.pop("feature_names_in_", None)
         self.__dict__.update(attributes)
 
+    def _dask_input(self, dask, X, fitted: bool, lengths: bool = True) -> tuple:
+        """Dask ``X`` in the model's dtype, and its input attributes for :meth:`_set_input`;
+        ``fitted``: checked against the model's."""
+        X, names = dask.features(X, self.dtype, lengths=lengths)
+        if fitted:
+            check.feature_count(X.shape[1], self.n_features_in_)
+            check.feature_names(names, getattr(self, "feature_names_in_", None))
+        attributes = {"n_features_in_": X.shape[1]}
+        if names is not None:
+            attributes["feature_names_in_"] = names
+        return X, attributes
+
     # -- training ------------------------------------------------------------------------------
 
     def fit(self, X, y, sample_weight=None) -> SoftmaxRegression:
@@ -308,116 +275,143 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
         -------
         self
         """
-        self._check_params()
-        if _has_dask(X, y, sample_weight):
-            return _dask_module().fit(self, X, y, sample_weight)
+        check.estimator_params(self.get_params())
+        on_dask = _has_dask(X, y, sample_weight)
+        if on_dask:
+            data, keep_weights = self._dask_training_data(X, y, sample_weight)
+        else:
+            data, keep_weights = self._training_data(X, y, sample_weight)
+        state = self._initial_state(keep_weights, data.n_features)
+        if self.solver == "lbfgs":
+            result = self._train(
+                state,
+                "iteration",
+                _lbfgs.train,
+                data,
+                l2=float(self.l2),
+                max_iter=self.max_iter,
+                tol=self.tol,
+                verbose=self.verbose,
+            )
+            if not result.converged:
+                warnings.warn(
+                    f"L-BFGS did not converge in {result.n_iter} iterations ({result.message}); "
+                    f"raise max_iter (now {self.max_iter}), loosen tol, or with float32 "
+                    "(the precision of the gradient) use dtype=numpy.float64",
+                    ConvergenceWarning,
+                    stacklevel=2,
+                )
+        elif on_dask:
+            state.learning_rate = _sgd.auto_learning_rate(self.learning_rate, data)
+            order_rng = state.rng.spawn(1)[0]  # the block order; state.rng shuffles within
+            self._train(
+                state,
+                "epoch",
+                _sgd.train_passes,
+                self._sgd_options(),
+                data,
+                self.max_epochs,
+                order_rng if self.shuffle else None,
+                stop_early=True,
+            )
+        else:
+            self._train(
+                state,
+                "epoch",
+                _sgd.fit,
+                self._sgd_options(),
+                data,
+                epochs=self.max_epochs,
+                learning_rate=self.learning_rate,
+                validation_fraction=self.validation_fraction if self.early_stopping else None,
+            )
+        return self
+
+    def _training_data(self, X, y, sample_weight) -> tuple[ArrayData, bool]:
         X, y, input_attributes = self._validate_new_Xy(X, y)
         classes, labels = np.unique(y, return_inverse=True)
-        weights = self._sample_weight(sample_weight, X.shape[0])
+        weights = check.training_sample_weight(sample_weight, X.shape[0])
         keep_weights = self._set_classes(classes)
         self._set_input(input_attributes)
-        if self.solver == "lbfgs":
-            unit = bool(np.all(weights == 1))
-            backend, n_threads = self.backend, self.n_threads
-            labels = labels.astype(np.int64)
+        return ArrayData(X, labels, weights, self.backend, self.n_threads), keep_weights
 
-            def data_term(W, b):
-                return _lbfgs.block_sums(
-                    X, labels, None if unit else weights, W, b, backend, n_threads
-                )
-
-            self._fit_lbfgs(data_term, X.shape[1], keep_weights)
-            return self
-        rng = np.random.default_rng(_seed(self.random_state))
-        if not keep_weights:
-            self._init_weights(len(classes), X.shape[1], rng)
-        validation = None
-        if self.early_stopping:
-            stratify = labels if np.min(np.bincount(labels)) >= 2 else None
-            train, held_out = train_test_split(
-                np.arange(X.shape[0]),
-                test_size=self.validation_fraction,
-                random_state=int(rng.integers(2**31)),
-                stratify=stratify,
-            )
-            validation = (X[held_out], labels[held_out])
-            X, labels, weights = X[train], labels[train], weights[train]
-        self.loss_curve_, self.validation_scores_ = [], []
-        self.n_iter_ = 0
-        self._partial_rng = rng  # later partial_fit calls continue this stream
-        self._resolve_learning_rate(X)
-        self._train(X, labels, weights, rng, self.max_epochs, validation)
-        return self
+    def _dask_training_data(self, X, y, sample_weight):
+        dask = _dask_module()
+        if self.solver == "sgd":
+            check.no_early_stopping_on_dask(self.early_stopping)
+        X, input_attributes = self._dask_input(dask, X, fitted=False)
+        y = dask.rows(y, "y", X.chunks[0])
+        weights = None
+        if sample_weight is not None:
+            weights = dask.rows(sample_weight, "sample_weight", X.chunks[0], float)
+        classes = dask.discover_classes(y)
+        keep_weights = self._set_classes(classes)
+        self._set_input(input_attributes)
+        data = dask.BlockData(X, y, weights, classes, self.backend, self.n_threads)
+        return data, keep_weights
 
     def _set_classes(self, classes: np.ndarray) -> bool:
         """Check and store the classes found in ``y``; True when ``warm_start`` keeps the
         current weights."""
-        if len(classes) < 2:
-            raise ValueError(
-                f"y holds one class ({classes[0]!r}): at least 2 classes are needed to train"
-            )
+        check.training_classes(classes)
         keep_weights = self.warm_start and hasattr(self, "coef_")
-        if keep_weights and not np.array_equal(self.classes_, classes):
-            raise ValueError("warm_start: y holds other classes than the fitted model")
+        if keep_weights:
+            check.warm_start_classes(self.classes_, classes)
         self.classes_ = classes
         return keep_weights
 
-    def _fit_lbfgs(self, data_term, n_features: int, keep_weights: bool) -> None:
-        """L-BFGS from zero weights (or the current ones with ``warm_start``).
-
-        ``data_term(W, b)`` returns the weighted sums over the training data
-        (:func:`fastsoftmax._lbfgs.block_sums`); the in-memory and Dask paths differ only there.
-        ``coef_``/``intercept_`` follow the iterations, so an interruption or a failure keeps
-        the last finished iteration's weights.
-        """
-        dtype = np.dtype(self.dtype)
-        n_classes = len(self.classes_)
+    def _initial_state(self, keep_weights: bool, n_features: int) -> _sgd.SGDState:
+        """Where ``fit`` starts: the current weights with ``warm_start``; else small random
+        ones (SGD) or zeros (L-BFGS: deterministic). The random stream restarts from
+        ``random_state`` either way."""
+        rng = _sgd.seeded_rng(self.random_state)
+        dtype, n_classes = np.dtype(self.dtype), len(self.classes_)
+        if self.solver == "sgd":
+            if keep_weights:
+                return _sgd.SGDState(self.coef_, self.intercept_, self._velocity, rng)
+            return _sgd.initial_state(n_classes, n_features, dtype, rng)
         if keep_weights and self.coef_.shape == (n_classes, n_features):
             coef, intercept = self.coef_.astype(dtype), self.intercept_.astype(dtype)
         else:
             coef, intercept = np.zeros((n_classes, n_features), dtype), np.zeros(n_classes, dtype)
-        self.coef_, self.intercept_ = coef.copy(), intercept.copy()
-        self._velocity = (np.zeros_like(coef.T, order="C"), np.zeros_like(intercept))
-        self._partial_rng = np.random.default_rng(_seed(self.random_state))
-        self.learning_rate_ = math.nan  # no step size; a later partial_fit resolves one
-        self.loss_curve_, self.validation_scores_, self.n_iter_ = [], [], 0
-        progress = _progress(self.verbose)
-        start_time = time.perf_counter()
+        return _sgd.SGDState(coef, intercept, _sgd.zero_velocity(coef, intercept), rng)
 
-        def on_iteration(iteration, W, b, loss):
-            self.coef_[...], self.intercept_[...] = W, b
-            self.n_iter_ = iteration
-            self.loss_curve_.append(loss)
-            elapsed = time.perf_counter() - start_time
-            progress.epoch(f"iteration {iteration}: loss {loss:.6f}, {elapsed:.2f} s")
+    def _sgd_options(self, **changes) -> _sgd.SGDOptions:
+        names = [f.name for f in dataclasses.fields(_sgd.SGDOptions)]
+        return _sgd.SGDOptions(**{name: getattr(self, name) for name in names} | changes)
 
+    def _state(self) -> _sgd.SGDState:
+        """The model's training state (sharing its arrays), for ``partial_fit``."""
+        return _sgd.SGDState(
+            self.coef_,
+            self.intercept_,
+            self._velocity,
+            self._partial_rng,
+            self.learning_rate_,
+            self.n_iter_,
+            self.loss_curve_,
+            self.validation_scores_,
+        )
+
+    def _train(self, state: _sgd.SGDState, unit: str, solve, *args, **kwargs):
+        """``solve(state, *args, **kwargs)``, then the model takes ``state``, also when the
+        solver fails: the solvers commit only finished epochs (iterations) to ``state``."""
         try:
-            result = _lbfgs.minimize(
-                data_term,
-                coef,
-                intercept,
-                l2=float(self.l2),
-                max_iter=self.max_iter,
-                tol=self.tol,
-                on_iteration=on_iteration,
-            )
+            return solve(state, *args, **kwargs)
         except KeyboardInterrupt:
             warnings.warn(
-                f"fit interrupted: the model keeps the weights of iteration {self.n_iter_}",
+                f"fit interrupted: the model keeps the weights of {unit} {state.n_iter}",
                 RuntimeWarning,
                 stacklevel=3,
             )
             raise
-        self.coef_[...], self.intercept_[...] = result.coef, result.intercept
-        self.n_iter_ = result.n_iter
-        if not result.converged:
-            warnings.warn(
-                f"L-BFGS did not converge in {result.n_iter} iterations ({result.message}); "
-                f"raise max_iter (now {self.max_iter}), loosen tol, or with float32 "
-                "(the precision of the gradient) use dtype=numpy.float64",
-                ConvergenceWarning,
-                stacklevel=3,
-            )
+        finally:
+            self.coef_, self.intercept_ = state.coef, state.intercept
+            self._velocity, self._partial_rng = state.velocity, state.rng
+            self.learning_rate_ = state.learning_rate  # NaN after L-BFGS: partial_fit resolves it
+            self.n_iter_ = state.n_iter
+            self.loss_curve_ = state.loss_curve
+            self.validation_scores_ = state.validation_scores
 
     def partial_fit(self, X, y, classes=None, sample_weight=None) -> SoftmaxRegression:
         """One SGD epoch over ``X``, ``y`` from the current weights, at a constant step
@@ -428,237 +422,103 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
         -------
         self
         """
-        self._check_params()
-        if _has_dask(X, y, sample_weight):
-            return _dask_module().partial_fit(self, X, y, classes, sample_weight)
+        check.estimator_params(self.get_params())
         first_call = not hasattr(self, "coef_")
-        if first_call and classes is None:
-            raise ValueError("classes must be given on the first call to partial_fit")
-        if first_call:
-            X, y, input_attributes = self._validate_new_Xy(X, y)
-            classes = np.unique(np.asarray(classes))
-            if len(classes) < 2:
-                raise ValueError("classes must hold at least 2 labels")
+        if _has_dask(X, y, sample_weight):
+            data = self._dask_partial_data(X, y, classes, sample_weight, first_call)
         else:
-            X, y = self._validate_Xy(X, y, reset=False)
-            if classes is not None and not np.array_equal(np.unique(classes), self.classes_):
-                raise ValueError(f"classes differ from the first call's: {self.classes_!r}")
-            classes = self.classes_
-        labels = np.searchsorted(classes, y)
-        unseen = (labels >= len(classes)) | (classes[np.minimum(labels, len(classes) - 1)] != y)
-        if np.any(unseen):
-            raise ValueError(
-                f"y holds labels not in classes: {np.unique(np.asarray(y)[unseen])[:10]!r}"
-            )
-        weights = self._sample_weight(sample_weight, X.shape[0])
-        if first_call:  # only now: a refused first call leaves the model unfitted
-            self._set_input(input_attributes)
-            self.classes_ = classes
-            rng = np.random.default_rng(_seed(self.random_state))
-            self._init_weights(len(classes), X.shape[1], rng)
-            self._partial_rng = rng
-            self._resolve_learning_rate(X)
-            self.loss_curve_, self.validation_scores_, self.n_iter_ = [], [], 0
-        elif not math.isfinite(self.learning_rate_):  # after an L-BFGS fit
-            self._resolve_learning_rate(X)
-        # partial_fit runs at a constant step: a decaying schedule needs a known horizon.
-        self._train(X, labels, weights, self._partial_rng, 1, None, constant_lr=True)
+            data = self._partial_data(X, y, classes, sample_weight, first_call)
+        if first_call:
+            rng = _sgd.seeded_rng(self.random_state)
+            state = _sgd.initial_state(len(self.classes_), data.n_features, self.dtype, rng)
+        else:
+            state = self._state()
+        if not math.isfinite(state.learning_rate):  # a first call, or after an L-BFGS fit
+            state.learning_rate = _sgd.auto_learning_rate(self.learning_rate, data)
+        if isinstance(data, ArrayData):
+            # A constant step: a decaying schedule needs a known horizon.
+            self._train(state, "epoch", _sgd.train, self._sgd_options(), data, 1, constant_lr=True)
+        else:
+            options = self._sgd_options(shuffle=False)  # one pass in block order
+            self._train(state, "epoch", _sgd.train_passes, options, data, 1, None, False)
         return self
 
-    def _sample_weight(self, sample_weight, n_rows: int) -> np.ndarray:
-        weights = check.sample_weight_array(sample_weight, n_rows)
-        if weights.sum() <= 0:
-            raise ValueError("sample_weight sums to zero: at least one weight must be positive")
-        return weights
-
-    def _init_weights(self, n_classes: int, n_features: int, rng) -> None:
-        dtype = np.dtype(self.dtype)
-        self.coef_ = (0.01 * rng.standard_normal((n_classes, n_features))).astype(dtype)
-        self.intercept_ = np.zeros(n_classes, dtype)
-        self._velocity = (np.zeros_like(self.coef_.T, order="C"), np.zeros_like(self.intercept_))
-
-    def _step_size(self, step: int, total_steps: int, steps_per_epoch: int) -> float:
-        if self.schedule == "constant":
-            return self.learning_rate_
-        if self.schedule == "invscaling":
-            return self.learning_rate_ / (1 + step / steps_per_epoch) ** self.power_t
-        return 0.5 * self.learning_rate_ * (1 + math.cos(math.pi * step / total_steps))
-
-    def _resolve_learning_rate(self, X) -> None:
-        if self.learning_rate != "auto":
-            self.learning_rate_ = float(self.learning_rate)
-            return
-        if is_sparse(X):
-            squares = float(X.multiply(X).sum())
-        else:  # by blocks of rows: no temporary the size of X
-            squares = sum(
-                float(np.vdot(X[i : i + 4096], X[i : i + 4096])) for i in range(0, X.shape[0], 4096)
-            )
-        self.learning_rate_ = AUTO_STEP / (1.0 + squares / X.shape[0])
-
-    def _train(self, X, labels, weights, rng, epochs, validation, constant_lr=False):
-        """Run up to ``epochs`` epochs of minibatch SGD from the current weights.
-
-        The weights are trained as ``Wt = coef_.T`` (the fast BLAS layout, see
-        ``LinearCrossEntropy``) and copied to ``coef_``/``intercept_`` after each finished
-        epoch, so an interruption or a divergence leaves the last finished epoch's model.
-        """
-        n_rows, n_features = X.shape
-        n_classes = len(self.classes_)
-        batch = min(self.batch_size, n_rows)
-        fused = LinearCrossEntropy(
-            n_classes, n_features, self.coef_.dtype, self.backend, self.n_threads, batch
-        )
-        sgd, sgd_threads = kernel_module(
-            "sgd_update", self.backend, self.coef_.size, self.n_threads
-        )
-        Wt, b = np.ascontiguousarray(self.coef_.T), self.intercept_.copy()
-        vWt, vb = self._velocity
-        velocity_at_epoch_start = (vWt.copy(), vb.copy())
-        unweighted = bool(np.all(weights == 1))
-        mean_weight = float(weights.mean())
-        steps_per_epoch = -(-n_rows // batch)
-        total_steps = epochs * steps_per_epoch
-        best_loss, best_score, best_params, stall = np.inf, -np.inf, None, 0
-        progress = _progress(self.verbose)
-        try:
-            for epoch in range(epochs):
-                start_time = time.perf_counter()
-                order = rng.permutation(n_rows) if self.shuffle else np.arange(n_rows)
-                epoch_loss = 0.0
-                correct = 0
-                for step_in_epoch, start in enumerate(range(0, n_rows, batch)):
-                    rows = np.sort(order[start : start + batch])  # sorted: faster row gather
-                    scale = 1.0 / (len(rows) * mean_weight)
-                    batch_loss = fused.gradients(
-                        X[rows],
-                        Wt,
-                        b,
-                        labels[rows],
-                        None if unweighted else weights[rows],
-                        scale,
-                        predict=bool(self.verbose),
-                    )
-                    epoch_loss += batch_loss * scale
-                    if self.verbose:
-                        correct += int(np.sum(fused.predicted == labels[rows]))
-                    step = epoch * steps_per_epoch + step_in_epoch
-                    lr = (
-                        self.learning_rate_
-                        if constant_lr
-                        else self._step_size(step, total_steps, steps_per_epoch)
-                    )
-                    self._sgd_step(sgd, sgd_threads, lr, Wt, fused.dWt, vWt, self.l2)
-                    self._sgd_step(sgd, sgd_threads, lr, b, fused.db, vb, 0.0)
-                    progress.batch(step_in_epoch, steps_per_epoch)
-                mean_loss = epoch_loss / steps_per_epoch
-                # Guessing uniformly costs log(k): a mean loss 100 times that, or a non-finite
-                # one, means the steps are too large and the weights are running away.
-                if not mean_loss <= 100 * math.log(n_classes) or not np.all(np.isfinite(Wt)):
-                    raise FloatingPointError(
-                        f"training diverged in epoch {self.n_iter_ + 1} (loss {mean_loss}); "
-                        f"the model keeps the weights of the last finished epoch. Lower "
-                        f"learning_rate (now {self.learning_rate_:g}) or scale the features."
-                    )
-                self.coef_[...] = Wt.T
-                self.intercept_[...] = b
-                velocity_at_epoch_start = (vWt.copy(), vb.copy())
-                self.n_iter_ += 1
-                self.loss_curve_.append(
-                    mean_loss + 0.5 * self.l2 * float(np.sum(np.square(Wt, dtype=float)))
-                )
-                message = f"epoch {self.n_iter_}: loss {self.loss_curve_[-1]:.4f}"
-                if self.verbose:
-                    message += f", train accuracy {correct / n_rows:.4f}"
-                if validation is not None:
-                    self.validation_scores_.append(self._accuracy(*validation))
-                    message += f", validation accuracy {self.validation_scores_[-1]:.4f}"
-                progress.epoch(message + f", {time.perf_counter() - start_time:.2f} s")
-                if self.tol is None:
-                    continue
-                if validation is not None:
-                    improved = self.validation_scores_[-1] > best_score + self.tol
-                    if self.validation_scores_[-1] > best_score:
-                        best_score = self.validation_scores_[-1]
-                        best_params = (self.coef_.copy(), self.intercept_.copy())
-                else:
-                    improved = self.loss_curve_[-1] < best_loss - self.tol
-                    best_loss = min(best_loss, self.loss_curve_[-1])
-                stall = 0 if improved else stall + 1
-                if stall >= self.n_iter_no_change:
-                    break
-        except KeyboardInterrupt:
-            warnings.warn(
-                f"fit interrupted: the model keeps the weights of epoch {self.n_iter_}",
-                RuntimeWarning,
-                stacklevel=3,
-            )
-            raise
-        finally:
-            # Momentum that matches the kept weights, for later partial_fit/warm_start calls.
-            vWt[...], vb[...] = velocity_at_epoch_start
-            progress.close()
-        if best_params is not None:
-            self.coef_[...], self.intercept_[...] = best_params
-
-    def _sgd_step(self, sgd, threads, lr, param, grad, velocity, weight_decay):
-        if self.momentum == 0:
-            sgd.sgd(param.reshape(-1), grad.reshape(-1), lr, weight_decay, threads)
+    def _partial_data(self, X, y, classes, sample_weight, first_call: bool) -> ArrayData:
+        """The rows of a ``partial_fit`` call; on the first call the model takes the input
+        attributes and ``classes_`` only once every check has passed."""
+        classes = check.partial_fit_classes(classes, None if first_call else self.classes_)
+        if first_call:
+            X, y, input_attributes = self._validate_new_Xy(X, y)
         else:
-            sgd.sgd_momentum(
-                param.reshape(-1),
-                grad.reshape(-1),
-                velocity.reshape(-1),
-                lr,
-                self.momentum,
-                weight_decay,
-                bool(self.nesterov),
-                threads,
-            )
+            X, y = self._validate_Xy(X, y, reset=False)
+        labels = check.labels_in_classes(y, classes)
+        weights = check.training_sample_weight(sample_weight, X.shape[0])
+        if first_call:
+            self._set_input(input_attributes)
+            self.classes_ = classes
+        return ArrayData(X, labels, weights, self.backend, self.n_threads)
 
-    def _accuracy(self, X, labels) -> float:
-        return float(np.mean(np.argmax(self._logits(X), axis=1) == labels))
+    def _dask_partial_data(self, X, y, classes, sample_weight, first_call: bool):
+        dask = _dask_module()
+        classes = check.partial_fit_classes(classes, None if first_call else self.classes_)
+        X, input_attributes = self._dask_input(dask, X, fitted=not first_call)
+        y = dask.rows(y, "y", X.chunks[0])
+        weights = None
+        if sample_weight is not None:
+            weights = dask.rows(sample_weight, "sample_weight", X.chunks[0], float)
+        if first_call:
+            self._set_input(input_attributes)
+        self.classes_ = classes
+        return dask.BlockData(
+            X, y, weights, classes, self.backend, self.n_threads, check_targets=True
+        )
 
     # -- prediction ----------------------------------------------------------------------------
 
-    def _logits(self, X) -> np.ndarray:
-        logits = X @ self.coef_.T
-        logits += self.intercept_
-        return np.asarray(logits)
+    def _predict(self, X, kind: str):
+        check_is_fitted(self)
+        if _has_dask(X):
+            dask = _dask_module()
+            X, _ = self._dask_input(dask, X, fitted=True, lengths=False)
+            return self._predict_lazily(dask, X, kind)
+        X = self._validate_X(X, reset=False)
+        return predict_rows(
+            X, self.coef_, self.intercept_, self.classes_, kind, self.backend, self.n_threads
+        )
+
+    def _predict_lazily(self, dask, X, kind: str):
+        n_classes = len(self.classes_)
+        one_column = kind == "labels" or (kind == "decision" and n_classes == 2)
+        return dask.map_rows(
+            X,
+            predict_rows,
+            self.coef_,
+            self.intercept_,
+            self.classes_,
+            kind,
+            self.backend,
+            self.n_threads,
+            dtype=self.classes_.dtype if kind == "labels" else self.coef_.dtype,
+            n_columns=None if one_column else n_classes,
+        )
 
     def decision_function(self, X) -> np.ndarray:
         """Logits ``X W^T + b`` (n, k); for two classes, the log-odds of ``classes_[1]`` (n,).
 
         A lazy dask array for dask ``X``, as the other prediction methods."""
-        check_is_fitted(self)
-        if _has_dask(X):
-            return _dask_module().predict(self, X, "decision")
-        logits = self._logits(self._validate_X(X, reset=False))
-        return logits[:, 1] - logits[:, 0] if logits.shape[1] == 2 else logits
+        return self._predict(X, "decision")
 
     def predict_proba(self, X) -> np.ndarray:
         """Class probabilities ``softmax(X W^T + b)`` (n, k), columns in ``classes_`` order."""
-        check_is_fitted(self)
-        if _has_dask(X):
-            return _dask_module().predict(self, X, "proba")
-        logits = self._logits(self._validate_X(X, reset=False))
-        return _api.softmax(logits, out=logits, backend=self.backend, n_threads=self.n_threads)
+        return self._predict(X, "proba")
 
     def predict_log_proba(self, X) -> np.ndarray:
         """Log class probabilities (n, k), computed stably by ``log_softmax``."""
-        check_is_fitted(self)
-        if _has_dask(X):
-            return _dask_module().predict(self, X, "log_proba")
-        logits = self._logits(self._validate_X(X, reset=False))
-        return _api.log_softmax(logits, out=logits, backend=self.backend, n_threads=self.n_threads)
+        return self._predict(X, "log_proba")
 
     def predict(self, X) -> np.ndarray:
         """The most probable class of each row (hard classification)."""
-        check_is_fitted(self)
-        if _has_dask(X):
-            return _dask_module().predict(self, X, "labels")
-        logits = self._logits(self._validate_X(X, reset=False))
-        return self.classes_[np.argmax(logits, axis=1)]
+        return self._predict(X, "labels")
 
     def score(self, X, y, sample_weight=None) -> float:
         """Mean accuracy of ``predict(X)`` against ``y`` (weighted by ``sample_weight``).
@@ -667,7 +527,10 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
         """
         if _has_dask(X, y, sample_weight):
             check_is_fitted(self)
-            return _dask_module().score(self, X, y, sample_weight)
+            dask = _dask_module()
+            X, _ = self._dask_input(dask, X, fitted=True)
+            predicted = self._predict_lazily(dask, X, "labels")
+            return dask.accuracy(predicted, y, sample_weight)
         return super().score(X, y, sample_weight=sample_weight)
 
     # -- persistence ---------------------------------------------------------------------------
@@ -678,8 +541,7 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
         Classes must be numbers or strings. Load with :meth:`SoftmaxRegression.load`.
         """
         check_is_fitted(self)
-        if self.classes_.dtype == object:
-            raise TypeError("save() stores numeric or string classes only; use pickle instead")
+        check.savable_classes(self.classes_)
         params = self.get_params()
         params["dtype"] = np.dtype(params["dtype"]).name
         if not isinstance(params["random_state"], (int, type(None))):
@@ -711,66 +573,32 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
         unreadable = f"{path}: not a readable fastsoftmax model file"
         try:
             data = np.load(path, allow_pickle=False)
-            if not isinstance(data, np.lib.npyio.NpzFile):
-                raise ValueError("it holds one array (.npy), not the .npz archive save() writes")
+            check.model_archive(data)
             with data:
                 # Read every array now: their CRC checks find a damaged file before any use.
                 arrays = {key: data[key] for key in data.files}
             version = int(arrays["format_version"]) if "format_version" in arrays else None
         except (ValueError, TypeError, EOFError, zipfile.BadZipFile) as exc:
             raise ValueError(f"{unreadable}: {exc}") from exc
-        if version != _SAVE_FORMAT:
-            raise ValueError(
-                f"{path}: model file format {version!r} is not supported by this "
-                f"fastsoftmax (it reads format {_SAVE_FORMAT})"
-            )
+        check.model_file_format(path, version, _SAVE_FORMAT)
         try:
             model = cls._from_saved_arrays(arrays)
         except (ValueError, TypeError) as exc:
             raise ValueError(f"{unreadable}: {exc}") from exc
         model.validation_scores_ = []
-        model._velocity = (np.zeros_like(model.coef_.T, order="C"), np.zeros_like(model.intercept_))
-        model._partial_rng = np.random.default_rng(_seed(model.random_state))
+        model._velocity = _sgd.zero_velocity(model.coef_, model.intercept_)
+        model._partial_rng = _sgd.seeded_rng(model.random_state)
         return model
 
     @classmethod
     def _from_saved_arrays(cls, arrays: dict) -> SoftmaxRegression:
         """The model of the arrays of a format-1 file, once they are known to be complete and
         consistent (ValueError or TypeError otherwise)."""
-        missing = [key for key in _SAVE_KEYS if key not in arrays]
-        if missing:
-            raise ValueError(f"no {', '.join(missing)} in it")
-        try:
-            params = json.loads(str(arrays["params"]))
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"params is not JSON ({exc})") from exc
-        if not isinstance(params, dict):
-            raise ValueError(f"params is not a JSON object: {params!r}")
-        unknown = sorted(set(params) - set(cls().get_params()))
-        if unknown:
-            raise ValueError(
-                f"hyper-parameters {unknown} are unknown to this fastsoftmax (a newer one "
-                "may have written the file)"
-            )
-        if "dtype" in params:
-            params["dtype"] = np.dtype(params["dtype"]).type
-        coef, intercept, classes = arrays["coef"], arrays["intercept"], arrays["classes"]
-        # predict needs coef (k, d), intercept (k,) and classes (k,), k >= 2.
-        if not (
-            coef.ndim == 2
-            and len(coef) >= 2
-            and intercept.shape == classes.shape == (len(coef),)
-            and coef.dtype.kind == intercept.dtype.kind == "f"
-        ):
-            raise ValueError(
-                f"coef {coef.dtype}{list(coef.shape)}, intercept "
-                f"{intercept.dtype}{list(intercept.shape)} and classes {list(classes.shape)} "
-                "do not make a model: coef must be float (k, d), intercept float (k,) and "
-                "classes (k,), k >= 2"
-            )
+        params = check.saved_model(arrays, _SAVE_KEYS, cls().get_params())
         model = cls(**params)
-        model.coef_, model.intercept_, model.classes_ = coef, intercept, classes
-        model.n_features_in_ = coef.shape[1]
+        model.coef_, model.intercept_ = arrays["coef"], arrays["intercept"]
+        model.classes_ = arrays["classes"]
+        model.n_features_in_ = model.coef_.shape[1]
         model.n_iter_ = int(arrays["n_iter"])
         model.learning_rate_ = float(arrays["learning_rate"])
         model.loss_curve_ = arrays["loss_curve"].tolist()
@@ -799,42 +627,3 @@ def _dask_module():
             'Install the Dask extra: pip install "fastsoftmax[dask]"'
         ) from error
     return _dask
-
-
-def _seed(random_state):
-    if isinstance(random_state, np.random.RandomState):
-        return random_state.randint(2**31)
-    return random_state
-
-
-class _progress:
-    """One line per epoch; a tqdm bar over the minibatches when tqdm is installed."""
-
-    def __init__(self, verbose):
-        self.verbose = verbose
-        self.bar = None
-        if verbose:
-            try:
-                from tqdm.auto import tqdm
-
-                self.tqdm = tqdm
-            except ImportError:
-                self.tqdm = None
-
-    def batch(self, step: int, steps: int) -> None:
-        if not self.verbose or self.tqdm is None:
-            return
-        if step == 0:
-            self.bar = self.tqdm(total=steps, leave=False, unit="batch")
-        self.bar.update(1)
-
-    def epoch(self, message: str) -> None:
-        if self.bar is not None:
-            self.bar.close()
-            self.bar = None
-        if self.verbose:
-            print(message, flush=True)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()

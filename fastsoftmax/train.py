@@ -21,7 +21,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--epochs", type=int, default=None, help="max_epochs (default 10)")
     parser.add_argument("--backend", default=None, help="numpy, numba, cython or auto")
     parser.add_argument("--batch-size", type=int, default=None, help="default 256")
-    parser.add_argument("--lr", type=float, default=None, help="learning_rate (default 0.15)")
+    parser.add_argument("--lr", type=float, default=None, help="learning_rate (default auto)")
     parser.add_argument("--threads", type=int, default=None, help="n_threads for the kernels")
     parser.add_argument("--seed", type=int, default=0, help="random_state (default 0)")
     parser.add_argument("--save", metavar="MODEL.npz", help="save the trained model here")

@@ -296,3 +296,19 @@ def test_linear_kernel_refuses_mixed_dtypes():
     W, b = np.zeros((3, 5), np.float32), np.zeros(3, np.float32)
     with pytest.raises(TypeError, match="X must have dtype float32"):
         linear_softmax_cross_entropy(X, W, b, y)
+
+
+# -- module layout ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "module", ["fastsoftmax._sgd", "fastsoftmax._lbfgs", "fastsoftmax._data", "fastsoftmax._dask"]
+)
+def test_solvers_and_data_terms_do_not_import_the_estimator(module):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = f"import sys, {module}\nassert 'fastsoftmax.classifier' not in sys.modules, {module!r}"
+    root = Path(__file__).resolve().parents[1]  # the package of this checkout, not an install
+    subprocess.run([sys.executable, "-c", code], cwd=root, check=True, timeout=120)

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from numpy.testing import assert_allclose, assert_array_equal
 
-from fastsoftmax import SoftmaxRegression, classifier
+from fastsoftmax import SoftmaxRegression, _sgd
 
 N, D, K = 300, 5, 3
 BATCH = 100  # 3 minibatches per epoch
@@ -46,7 +46,7 @@ def inject(monkeypatch, at_call: int, fault: str) -> None:
     writes +inf into the weight gradient."""
     calls = {"n": 0}
 
-    class Faulty(classifier.LinearCrossEntropy):
+    class Faulty(_sgd.LinearCrossEntropy):
         def gradients(self, *args, **kwargs):
             calls["n"] += 1
             loss = super().gradients(*args, **kwargs)
@@ -59,7 +59,7 @@ def inject(monkeypatch, at_call: int, fault: str) -> None:
             self.dWt[...] = np.inf
             return loss
 
-    monkeypatch.setattr(classifier, "LinearCrossEntropy", Faulty)
+    monkeypatch.setattr(_sgd, "LinearCrossEntropy", Faulty)
 
 
 def assert_same_model(model, reference, what: str) -> None:

@@ -13,7 +13,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.utils.estimator_checks import check_estimator
 from threadpoolctl import threadpool_limits
 
-from fastsoftmax import SoftmaxRegression, _lbfgs, linear_softmax_cross_entropy
+from fastsoftmax import SoftmaxRegression, _lbfgs, _linear, linear_softmax_cross_entropy
 from fastsoftmax.datasets import load_digits
 
 
@@ -27,7 +27,7 @@ def blobs(n=300, d=5, k=3, seed=0, dtype=np.float64, spread=1.0):
 
 def in_memory_objective(X, y, weights, l2, k):
     def data_term(W, b):
-        return _lbfgs.block_sums(X, y.astype(np.int64), weights, W, b)
+        return _linear.block_sums(X, y.astype(np.int64), weights, W, b)
 
     return _lbfgs.Objective(data_term, k, X.shape[1], X.dtype, l2)
 
@@ -58,13 +58,13 @@ def test_block_sums_add_up_over_any_split():
     X, y = blobs(n=100)
     labels, weights = y.astype(np.int64), rng.random(100)
     W, b = rng.standard_normal((3, 5)), rng.standard_normal(3)
-    whole = _lbfgs.block_sums(X, labels, weights, W, b)
+    whole = _linear.block_sums(X, labels, weights, W, b)
     cuts = [0, 1, 37, 37, 100]  # includes an empty block
     parts = [
-        _lbfgs.block_sums(X[i:j], labels[i:j], weights[i:j], W, b)
+        _linear.block_sums(X[i:j], labels[i:j], weights[i:j], W, b)
         for i, j in itertools.pairwise(cuts)
     ]
-    total = _lbfgs.add_block_sums(*parts)
+    total = _linear.add_block_sums(*parts)
     assert_allclose(total.weight, whole.weight, rtol=1e-14)
     assert_allclose(total.loss, whole.loss, rtol=1e-13)
     assert_allclose(total.dW, whole.dW, rtol=1e-12, atol=1e-12)

@@ -1,0 +1,142 @@
+"""The training rows as the solvers see them: the data-term protocol and its in-memory provider.
+
+Design. A solver never touches ``X`` itself; it asks a *data term* (:class:`DataTerm`) for
+what it needs:
+
+- ``sums(W, b)``: the weighted sums of the loss and of its gradients over all rows
+  (:class:`~fastsoftmax._linear.BlockSums`), what L-BFGS needs per evaluation;
+- ``squared_norm_sum()``: ``sum_i ||x_i||^2``, for the "auto" step size of SGD;
+- ``fold_blocks(step, carry, order)``: ``carry = step(carry, block)`` over the term's
+  ``n_blocks`` blocks of rows in ``order``, each block an in-memory :class:`ArrayData`, where
+  the data live (a Dask worker); blockwise SGD trains one block per step there.
+
+In-memory rows (:class:`ArrayData`, one block: itself) also give ``minibatches(batch_size,
+order)``: the rows in ``order``, ``batch_size`` at a time, what an SGD epoch iterates.
+``fastsoftmax._dask.BlockData`` provides the protocol over the blocks of Dask arrays. Both are
+built from validated inputs: labels are int64 indices into ``classes_`` and weights float64,
+or None when every weight is 1.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any, Protocol
+
+import numpy as np
+
+from fastsoftmax import _api
+from fastsoftmax._linear import BlockSums, block_sums, is_sparse
+
+# Rows per vdot when summing squared norms: no temporary the size of X.
+_NORM_ROWS = 4096
+
+
+class DataTerm(Protocol):
+    """What the solvers (``fastsoftmax._sgd``, ``fastsoftmax._lbfgs``) ask of training rows."""
+
+    n_rows: int
+    n_features: int
+    n_blocks: int
+
+    def sums(self, W: np.ndarray, b: np.ndarray) -> BlockSums: ...
+
+    def squared_norm_sum(self) -> float: ...
+
+    def fold_blocks(self, step: Callable[[Any, ArrayData], Any], carry: Any, order) -> Any: ...
+
+
+class ArrayData:
+    """Training rows in memory: ``X`` dense or CSR, ``labels`` int64, ``weights`` float64.
+
+    ``weights`` may be None (every row weighs 1); all-ones weights are turned into None.
+    """
+
+    n_blocks = 1
+
+    def __init__(
+        self,
+        X,
+        labels: np.ndarray,
+        weights: np.ndarray | None = None,
+        backend: str | None = None,
+        n_threads: int | None = None,
+    ):
+        if weights is not None and bool(np.all(weights == 1)):
+            weights = None
+        self.X, self.labels, self.weights = X, labels, weights
+        self.backend, self.n_threads = backend, n_threads
+        self.n_rows, self.n_features = X.shape
+
+    @property
+    def mean_weight(self) -> float:
+        return 1.0 if self.weights is None else float(self.weights.mean())
+
+    @property
+    def total_weight(self) -> float:
+        return float(self.n_rows) if self.weights is None else float(self.weights.sum())
+
+    def take(self, rows: np.ndarray) -> ArrayData:
+        """The rows ``rows`` (an index array) as a new term."""
+        weights = None if self.weights is None else self.weights[rows]
+        return ArrayData(self.X[rows], self.labels[rows], weights, self.backend, self.n_threads)
+
+    def sums(self, W: np.ndarray, b: np.ndarray) -> BlockSums:
+        labels = self.labels.astype(np.int64, copy=False)
+        return block_sums(self.X, labels, self.weights, W, b, self.backend, self.n_threads)
+
+    def squared_norm_sum(self) -> float:
+        X = self.X
+        if is_sparse(X):
+            return float(X.multiply(X).sum())
+        return sum(
+            float(np.vdot(X[i : i + _NORM_ROWS], X[i : i + _NORM_ROWS]))
+            for i in range(0, X.shape[0], _NORM_ROWS)
+        )
+
+    def minibatches(
+        self, batch_size: int, order: np.ndarray
+    ) -> Iterator[tuple[Any, np.ndarray, np.ndarray | None]]:
+        """``(X, labels, weights)`` of each run of ``batch_size`` rows of ``order``."""
+        for start in range(0, self.n_rows, batch_size):
+            rows = np.sort(order[start : start + batch_size])  # sorted: faster row gather
+            weights = None if self.weights is None else self.weights[rows]
+            yield self.X[rows], self.labels[rows], weights
+
+    def fold_blocks(self, step: Callable[[Any, ArrayData], Any], carry: Any, order) -> Any:
+        return step(carry, self)
+
+    def accuracy(self, coef: np.ndarray, intercept: np.ndarray) -> float:
+        """The share of rows whose most probable class is their label (unweighted)."""
+        return float(np.mean(np.argmax(logits(self.X, coef, intercept), axis=1) == self.labels))
+
+
+def logits(X, coef: np.ndarray, intercept: np.ndarray) -> np.ndarray:
+    out = X @ coef.T
+    out += intercept
+    return np.asarray(out)
+
+
+PREDICTIONS = ("labels", "proba", "log_proba", "decision")
+
+
+def predict_rows(
+    X,
+    coef: np.ndarray,
+    intercept: np.ndarray,
+    classes: np.ndarray,
+    kind: str,
+    backend: str | None = None,
+    n_threads: int | None = None,
+) -> np.ndarray:
+    """The prediction ``kind`` (one of ``PREDICTIONS``) of a fitted model for the rows ``X``.
+
+    ``X`` is validated and of the model's dtype; in memory and on Dask blocks alike.
+    """
+    out = logits(X, coef, intercept)
+    if kind == "labels":
+        return classes[np.argmax(out, axis=1)]
+    if kind == "decision":
+        return out[:, 1] - out[:, 0] if out.shape[1] == 2 else out
+    if kind == "proba":
+        return _api.softmax(out, out=out, backend=backend, n_threads=n_threads)
+    return _api.log_softmax(out, out=out, backend=backend, n_threads=n_threads)
