@@ -143,6 +143,57 @@ static inline int fs_x86_64_level(void) {
             for (ptrdiff_t j = 0; j < k; ++j) g[j] = g[j] * a - c * t[j] - b;                    \
         }                                                                                        \
     }                                                                                            \
+    /* sum_j a[j] b[j], each product in double. */                                            \
+    static inline double fs_dot_##SUFFIX(const T *a, const T *b, ptrdiff_t k) {                  \
+        double s = 0.0;                                                                          \
+        FS_SIMD_SUM(s)                                                                           \
+        for (ptrdiff_t j = 0; j < k; ++j) s += (double)a[j] * (double)b[j];                      \
+        return s;                                                                                \
+    }                                                                                            \
+    static inline double fs_sum_##SUFFIX(const T *x, ptrdiff_t k) {                              \
+        double s = 0.0;                                                                          \
+        FS_SIMD_SUM(s)                                                                           \
+        for (ptrdiff_t j = 0; j < k; ++j) s += x[j];                                             \
+        return s;                                                                                \
+    }                                                                                            \
+    /* Softmax backward: gi[j] = y[j] (g[j] - s), s = sum_j g[j] y[j]; gi may be g or y. */      \
+    static inline void fs_softmax_backward_##SUFFIX(const T *g, const T *y, T s, T *gi,         \
+                                                    ptrdiff_t k) {                               \
+        FS_SIMD                                                                                  \
+        for (ptrdiff_t j = 0; j < k; ++j) gi[j] = y[j] * (g[j] - s);                             \
+    }                                                                                            \
+    /* Log-softmax backward: gi[j] = g[j] - exp(y[j]) s, s = sum_j g[j]; gi may be g or y. */    \
+    static inline void fs_log_softmax_backward_##SUFFIX(const T *g, const T *y, T s, T *gi,     \
+                                                        ptrdiff_t k) {                           \
+        FS_SIMD                                                                                  \
+        for (ptrdiff_t j = 0; j < k; ++j) gi[j] = g[j] - EXP(y[j]) * s;                          \
+    }                                                                                            \
+    /* SGD on k parameters: p -= lr (g + wd p). */                                               \
+    static inline void fs_sgd_##SUFFIX(T *p, const T *g, T lr, T wd, ptrdiff_t k) {              \
+        FS_SIMD                                                                                  \
+        for (ptrdiff_t j = 0; j < k; ++j) p[j] -= lr * (g[j] + wd * p[j]);                       \
+    }                                                                                            \
+    /* SGD with momentum: v = mu v + (g + wd p); p -= lr v, or lr (g + wd p + mu v) (Nesterov).  \
+     * Two loops so that neither carries the branch. */                                          \
+    static inline void fs_sgd_momentum_##SUFFIX(T *p, const T *g, T *v, T lr, T mu, T wd,        \
+                                                int nesterov, ptrdiff_t k) {                     \
+        if (nesterov) {                                                                          \
+            FS_SIMD                                                                              \
+            for (ptrdiff_t j = 0; j < k; ++j) {                                                  \
+                T gj = g[j] + wd * p[j];                                                         \
+                T vj = mu * v[j] + gj;                                                           \
+                v[j] = vj;                                                                       \
+                p[j] -= lr * (gj + mu * vj);                                                     \
+            }                                                                                    \
+        } else {                                                                                 \
+            FS_SIMD                                                                              \
+            for (ptrdiff_t j = 0; j < k; ++j) {                                                  \
+                T vj = mu * v[j] + (g[j] + wd * p[j]);                                           \
+                v[j] = vj;                                                                       \
+                p[j] -= lr * vj;                                                                 \
+            }                                                                                    \
+        }                                                                                        \
+    }                                                                                            \
     /* out[j] = exp(x[j]): the kernels' vector exp on its own, for the accuracy tests. */       \
     static inline void fs_exp_##SUFFIX(const T *x, T *out, ptrdiff_t k) {                        \
         FS_SIMD                                                                                  \
