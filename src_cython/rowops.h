@@ -242,8 +242,7 @@ static inline int fs_x86_64_level(void) {
     }                                                                                            \
     /* out[row] *= 1 / s[row] over the block. */                                                 \
     static inline void fs_block_normalise_##SUFFIX(T *out, const double *FS_RESTRICT s,         \
-                                                   ptrdiff_t rows,                               \
-                                                   ptrdiff_t k) {                                \
+                                                   ptrdiff_t rows, ptrdiff_t k) {                \
         for (ptrdiff_t r = 0; r < rows; ++r) {                                                   \
             T c = (T)(1.0 / s[r]);                                                               \
             for (ptrdiff_t j = 0; j < k; ++j) out[r * k + j] *= c;                               \
