@@ -1,6 +1,8 @@
 """Build the Cython extension: portable by default, wider instructions chosen at run time.
 
-One source (``src_cython/_cython_kernels.pyx``) is compiled into up to three modules:
+One source is compiled into up to three modules. That source, ``src_cython/_cython_kernels.pyx.tp``,
+is a Tempita template (as in scikit-learn): it is expanded first, into
+``build/cython/_cython_kernels.pyx`` (generated, never committed), and that file is cythonized:
 
 * ``_cython_kernels``: the compiler's default target (any x86-64, aarch64, ...);
 * ``_cython_kernels_x86_64_v3``: ``-march=x86-64-v3`` (AVX2 + FMA), x86-64 only;
@@ -27,7 +29,8 @@ from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
 MODULE = "fastsoftmax.backends._cython_kernels"
-SOURCE = "src_cython/_cython_kernels.pyx"
+TEMPLATE = "src_cython/_cython_kernels.pyx.tp"
+SOURCE = "build/cython/_cython_kernels.pyx"  # expanded from TEMPLATE
 WIDE_VARIANTS = {"x86_64_v3": "-march=x86-64-v3", "x86_64_v4": "-march=x86-64-v4"}
 DEBUG = os.environ.get("FASTSOFTMAX_DEBUG", "0") not in ("", "0")
 
@@ -109,11 +112,28 @@ class BuildExt(build_ext):
         return compile_flags, link_flags
 
 
+def _expand_template() -> None:
+    """Write SOURCE from TEMPLATE; only when its text changes, so that cythonize, which compares
+    timestamps, does not redo every variant on each build."""
+    from Cython.Tempita import Template
+
+    with open(TEMPLATE, encoding="utf-8") as f:
+        text = Template(f.read(), name=TEMPLATE).substitute()
+    text = f"# Generated from {TEMPLATE} by setup.py: edit the template, not this file.\n" + text
+    if os.path.exists(SOURCE):
+        with open(SOURCE, encoding="utf-8") as f:
+            if f.read() == text:
+                return
+    os.makedirs(os.path.dirname(SOURCE), exist_ok=True)
+    with open(SOURCE, "w", encoding="utf-8") as f:
+        f.write(text)
+
+
 def _extension(variant: str) -> Extension:
     """The extension for ``variant``, cythonized in its own directory (one C file per module)."""
     name = MODULE if variant == "baseline" else f"{MODULE}_{variant}"
     extension = Extension(
-        name, [SOURCE], include_dirs=["src_cython"], depends=["src_cython/rowops.h"]
+        name, [SOURCE], include_dirs=["src_cython"], depends=[TEMPLATE, "src_cython/rowops.h"]
     )
     directives = {"language_level": 3, **(DEBUG_DIRECTIVES if DEBUG else RELEASE_DIRECTIVES)}
     return cythonize(
@@ -124,6 +144,7 @@ def _extension(variant: str) -> Extension:
     )[0]
 
 
+_expand_template()
 variants = ["baseline"] if DEBUG else ["baseline", *WIDE_VARIANTS]
 setup(
     ext_modules=[_extension(variant) for variant in variants],

@@ -40,6 +40,14 @@ float expf(float);
 #define FS_SIMD_MAX(v)
 #endif
 
+/* The block passes' per-row arrays (maxima, sums) live in a scratch buffer that never overlaps
+ * the rows: saying so lets the compiler keep them out of the rows' memory dependences. */
+#ifdef _MSC_VER
+#define FS_RESTRICT __restrict
+#else
+#define FS_RESTRICT restrict
+#endif
+
 #ifndef FS_BUILD_FLAGS
 #define FS_BUILD_FLAGS "unknown"
 #endif
@@ -143,6 +151,57 @@ static inline int fs_x86_64_level(void) {
             for (ptrdiff_t j = 0; j < k; ++j) g[j] = g[j] * a - c * t[j] - b;                    \
         }                                                                                        \
     }                                                                                            \
+    /* sum_j a[j] b[j], each product in double. */                                            \
+    static inline double fs_dot_##SUFFIX(const T *a, const T *b, ptrdiff_t k) {                  \
+        double s = 0.0;                                                                          \
+        FS_SIMD_SUM(s)                                                                           \
+        for (ptrdiff_t j = 0; j < k; ++j) s += (double)a[j] * (double)b[j];                      \
+        return s;                                                                                \
+    }                                                                                            \
+    static inline double fs_sum_##SUFFIX(const T *x, ptrdiff_t k) {                              \
+        double s = 0.0;                                                                          \
+        FS_SIMD_SUM(s)                                                                           \
+        for (ptrdiff_t j = 0; j < k; ++j) s += x[j];                                             \
+        return s;                                                                                \
+    }                                                                                            \
+    /* Softmax backward: gi[j] = y[j] (g[j] - s), s = sum_j g[j] y[j]; gi may be g or y. */      \
+    static inline void fs_softmax_backward_##SUFFIX(const T *g, const T *y, T s, T *gi,         \
+                                                    ptrdiff_t k) {                               \
+        FS_SIMD                                                                                  \
+        for (ptrdiff_t j = 0; j < k; ++j) gi[j] = y[j] * (g[j] - s);                             \
+    }                                                                                            \
+    /* Log-softmax backward: gi[j] = g[j] - exp(y[j]) s, s = sum_j g[j]; gi may be g or y. */    \
+    static inline void fs_log_softmax_backward_##SUFFIX(const T *g, const T *y, T s, T *gi,     \
+                                                        ptrdiff_t k) {                           \
+        FS_SIMD                                                                                  \
+        for (ptrdiff_t j = 0; j < k; ++j) gi[j] = g[j] - EXP(y[j]) * s;                          \
+    }                                                                                            \
+    /* SGD on k parameters: p -= lr (g + wd p). */                                               \
+    static inline void fs_sgd_##SUFFIX(T *p, const T *g, T lr, T wd, ptrdiff_t k) {              \
+        FS_SIMD                                                                                  \
+        for (ptrdiff_t j = 0; j < k; ++j) p[j] -= lr * (g[j] + wd * p[j]);                       \
+    }                                                                                            \
+    /* SGD with momentum: v = mu v + (g + wd p); p -= lr v, or lr (g + wd p + mu v) (Nesterov).  \
+     * Two loops so that neither carries the branch. */                                          \
+    static inline void fs_sgd_momentum_##SUFFIX(T *p, const T *g, T *v, T lr, T mu, T wd,        \
+                                                int nesterov, ptrdiff_t k) {                     \
+        if (nesterov) {                                                                          \
+            FS_SIMD                                                                              \
+            for (ptrdiff_t j = 0; j < k; ++j) {                                                  \
+                T gj = g[j] + wd * p[j];                                                         \
+                T vj = mu * v[j] + gj;                                                           \
+                v[j] = vj;                                                                       \
+                p[j] -= lr * (gj + mu * vj);                                                     \
+            }                                                                                    \
+        } else {                                                                                 \
+            FS_SIMD                                                                              \
+            for (ptrdiff_t j = 0; j < k; ++j) {                                                  \
+                T vj = mu * v[j] + (g[j] + wd * p[j]);                                           \
+                v[j] = vj;                                                                       \
+                p[j] -= lr * vj;                                                                 \
+            }                                                                                    \
+        }                                                                                        \
+    }                                                                                            \
     /* out[j] = exp(x[j]): the kernels' vector exp on its own, for the accuracy tests. */       \
     static inline void fs_exp_##SUFFIX(const T *x, T *out, ptrdiff_t k) {                        \
         FS_SIMD                                                                                  \
@@ -158,7 +217,8 @@ static inline int fs_x86_64_level(void) {
      * in plain per-row loops (maxima, shift, sums) around ONE flat vector exp over the block.  \
      * (The per-row omp simd loops were measured slower here: the row maximum alone took 29 %   \
      * of a (1M, 10) softmax.) fs_block_max: m[r] = max of row r (NaN rows: see fs_row_max). */ \
-    static inline void fs_block_max_##SUFFIX(const T *x, T *m, ptrdiff_t rows, ptrdiff_t k) {  \
+    static inline void fs_block_max_##SUFFIX(const T *x, T *FS_RESTRICT m, ptrdiff_t rows,      \
+                                             ptrdiff_t k) {                                      \
         for (ptrdiff_t r = 0; r < rows; ++r) {                                                   \
             const T *row = x + r * k;                                                            \
             T v = row[0];                                                                        \
@@ -167,7 +227,8 @@ static inline int fs_x86_64_level(void) {
         }                                                                                        \
     }                                                                                            \
     /* out = exp(x - m[row]), s[row] = sum of the row's terms; m[] from fs_block_max. */        \
-    static inline void fs_block_exp_sum_##SUFFIX(const T *x, const T *m, T *out, double *s,     \
+    static inline void fs_block_exp_sum_##SUFFIX(const T *x, const T *FS_RESTRICT m, T *out,    \
+                                                 double *FS_RESTRICT s,                          \
                                                  ptrdiff_t rows, ptrdiff_t k) {                  \
         for (ptrdiff_t r = 0; r < rows; ++r)                                                     \
             for (ptrdiff_t j = 0; j < k; ++j) out[r * k + j] = x[r * k + j] - m[r];              \
@@ -180,8 +241,8 @@ static inline int fs_x86_64_level(void) {
         }                                                                                        \
     }                                                                                            \
     /* out[row] *= 1 / s[row] over the block. */                                                 \
-    static inline void fs_block_normalise_##SUFFIX(T *out, const double *s, ptrdiff_t rows,     \
-                                                   ptrdiff_t k) {                                \
+    static inline void fs_block_normalise_##SUFFIX(T *out, const double *FS_RESTRICT s,         \
+                                                   ptrdiff_t rows, ptrdiff_t k) {                \
         for (ptrdiff_t r = 0; r < rows; ++r) {                                                   \
             T c = (T)(1.0 / s[r]);                                                               \
             for (ptrdiff_t j = 0; j < k; ++j) out[r * k + j] *= c;                               \

@@ -59,15 +59,13 @@ def _chosen_variant() -> str:
 variant = _chosen_variant()
 _kernels = load_variant(variant)
 
-logsumexp = _kernels.logsumexp
-softmax = _kernels.softmax
-log_softmax = _kernels.log_softmax
-cross_entropy_labels = _kernels.cross_entropy_labels
-cross_entropy_soft = _kernels.cross_entropy_soft
-sgd = _kernels.sgd
-sgd_momentum = _kernels.sgd_momentum
-max_threads = _kernels.max_threads
-exp = _kernels.exp
+# Every public kernel of the variant is this module's: the raw kernels of the contract, the
+# extra ones (softmax_backward, ...), max_threads and exp. build_info is wrapped below.
+globals().update(
+    (name, value)
+    for name, value in vars(_kernels).items()
+    if callable(value) and not name.startswith("_") and name != "build_info"
+)
 
 
 def build_info() -> dict:
