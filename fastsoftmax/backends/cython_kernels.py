@@ -59,13 +59,12 @@ def _chosen_variant() -> str:
 variant = _chosen_variant()
 _kernels = load_variant(variant)
 
-# Every public kernel of the variant is this module's: the raw kernels of the contract, the
-# extra ones (softmax_backward, ...), max_threads and exp. build_info is wrapped below.
-globals().update(
-    (name, value)
-    for name, value in vars(_kernels).items()
-    if callable(value) and not name.startswith("_") and name != "build_info"
-)
+
+def __getattr__(name: str):
+    """The loaded variant's raw kernels, ``max_threads``, ``exp`` and ``x86_64_level``."""
+    if name.startswith("_"):
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(_kernels, name)
 
 
 def build_info() -> dict:
