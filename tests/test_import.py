@@ -107,9 +107,9 @@ def imported_modules(path: Path, modules: set[str]) -> set[str]:
     return found
 
 
-def test_no_import_cycle_between_the_package_modules():
-    """Every ``import`` of the package's own modules, lazy ones included, forms no cycle (a
-    package's __init__ is not counted as imported by its submodules: Python runs it first)."""
+def import_graph() -> dict[str, set[str]]:
+    """Module -> the package modules it imports (its parent packages left out: Python runs a
+    package's __init__ before any of its submodules anyway)."""
     modules = set(MODULES)
     graph = {}
     for name in MODULES:
@@ -117,6 +117,46 @@ def test_no_import_cycle_between_the_package_modules():
         path = path / "__init__.py" if path.is_dir() else path.with_suffix(".py")
         parents = {name.rsplit(".", i)[0] for i in range(1, name.count(".") + 1)}
         graph[name] = imported_modules(path, modules) - parents - {name}
+    return graph
+
+
+# The layers of ARCHITECTURE.md, bottom up (names relative to the package).
+LAYERS = (
+    ("_validation", "backends", "backends.*", "datasets"),
+    ("_config",),
+    ("_api", "_linear"),
+    ("_registry", "_data"),
+    ("_sgd", "_lbfgs", "_dask", "_warmup"),
+    ("classifier",),
+    ("benchmark", "benchmark.*", "train"),
+    ("", "cli"),  # "": the package's __init__
+)
+
+
+def layer_of(module: str) -> int:
+    relative = module.removeprefix("fastsoftmax").removeprefix(".")
+    for index, names in enumerate(LAYERS):
+        for name in names:
+            if relative == name or (name.endswith(".*") and relative.startswith(name[:-1])):
+                return index
+    raise AssertionError(f"{module} has no layer: add it to LAYERS and to ARCHITECTURE.md")
+
+
+def test_modules_import_only_from_lower_layers():
+    """The rule of ARCHITECTURE.md; the benchmark package's modules may import each other."""
+    wrong = [
+        f"{module} (layer {layer_of(module)}) imports {target} (layer {layer_of(target)})"
+        for module, targets in import_graph().items()
+        for target in targets
+        if layer_of(target) >= layer_of(module)
+        and not (module.startswith("fastsoftmax.benchmark") and "benchmark" in target)
+    ]
+    assert not wrong, "\n".join(wrong)
+
+
+def test_no_import_cycle_between_the_package_modules():
+    """Every ``import`` of the package's own modules, lazy ones included, forms no cycle."""
+    graph = import_graph()
 
     def cycle_from(start, trail):
         for following in graph[trail[-1]]:
