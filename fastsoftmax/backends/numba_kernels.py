@@ -4,8 +4,15 @@ Design
 ------
 * Layout: the front layer hands over 2-D C-contiguous rows (n >= 1, k >= 1) and 1-D
   contiguous SGD vectors; nothing here checks inputs.
-* Rows are split over threads with ``prange``; each row is a few passes (max, exp-and-sum,
-  scale) of plain loops that LLVM vectorises.
+* Each raw kernel packs its arguments into a tuple and calls a driver made by a factory:
+  :func:`_threaded` is the one ``prange`` loop (one contiguous run of rows or entries per
+  thread) and the one place that applies ``n_threads`` and restores the caller's setting;
+  :func:`_exp_rows` builds the row loop of the exp-based kernels (softmax, log_softmax,
+  logsumexp, both cross-entropies) around a per-kernel *finish* of the row, and :func:`_rows`
+  a plain row loop (the backward kernels).
+* Per row: maximum, exp-and-sum into a per-thread scratch row, then the finish writes the
+  outputs; each is a plain loop that LLVM vectorises. Rows narrower than ``NARROW`` go in blocks
+  of ``BLOCK`` rows with one exp loop over the whole block.
 * ``math.exp`` stays scalar in Numba's PyPI wheels (no SVML), so :func:`vexp` computes exp as
   range reduction + Taylor polynomial + exponent bits (< 2 ulp; exp(-inf) = 0, NaN stays NaN,
   results below the smallest normal number flush to 0).
@@ -16,7 +23,6 @@ Design
 * Functions compile on first call (``fastsoftmax.warmup()`` compiles ahead). No ``cache=True``:
   cached parallel functions have crashed when processes share the cache (numba issues 4807,
   10128).
-* ``n_threads`` is applied inside the kernel and the caller's setting restored before return.
 """
 
 from __future__ import annotations
@@ -186,7 +192,7 @@ def _row_max(row):
 
 
 def _exp_sum(row, m, dst):
-    """sum_j exp(row[j] - m) in float64, storing each term in ``dst`` (may be ``row``)."""
+    """sum_j exp(row[j] - m) in float64, storing each term in ``dst``."""
     raise NotImplementedError  # replaced by the overload below inside jitted code
 
 
@@ -217,20 +223,28 @@ def _exp_sum_impl(row, m, dst):
 
 
 @njit(fastmath=REDUCE)
-def _exp_sum_only(row, m):
-    """sum_j exp(row[j] - m) in float64, nothing stored."""
-    s = 0.0
-    for j in range(row.shape[0]):
-        s += vexp(row[j] - m)
-    return s
-
-
-@njit(fastmath=REDUCE)
 def _shifted_sum(row, m):
     """sum_j (row[j] - m) in float64."""
     s = 0.0
     for j in range(row.shape[0]):
         s += row[j] - m
+    return s
+
+
+@njit(fastmath=REDUCE)
+def _row_sum(row):
+    s = 0.0
+    for j in range(row.shape[0]):
+        s += row[j]
+    return s
+
+
+@njit(fastmath=REDUCE)
+def _row_dot(a, b):
+    """sum_j a[j] * b[j] in float64 (products too: exact for float32 entries)."""
+    s = 0.0
+    for j in range(a.shape[0]):
+        s += np.float64(a[j]) * b[j]
     return s
 
 
@@ -240,6 +254,37 @@ def _lse_of_nonfinite_max(row, m):
         if np.isnan(row[j]):
             return np.nan
     return m
+
+
+# -- drivers ----------------------------------------------------------------------------------
+# A driver is ``driver(x, args, n_threads)``: ``x`` is the array whose rows (or entries) are
+# split over threads, ``args`` a tuple of the kernel's other arguments. Each public kernel, with
+# the contract's parameter names, packs its arguments and calls its driver.
+
+
+@njit
+def _run_range(n, n_runs, run):
+    """Items [start, stop) of ``run`` when ``n`` items are split evenly into ``n_runs`` runs."""
+    return run * n // n_runs, (run + 1) * n // n_runs
+
+
+def _threaded(work):
+    """Driver that runs ``work(x, args, run, n_threads)`` for each run on a thread of its own.
+
+    Here and only here: ``n_threads`` is applied, and the caller's setting restored on return.
+    One run per thread, each a contiguous share of the work, so a run can allocate its scratch
+    buffers once.
+    """
+
+    @njit(parallel=True, fastmath=EXACT)
+    def driver(x, args, n_threads):
+        caller_threads = numba.get_num_threads()
+        numba.set_num_threads(n_threads)
+        for run in prange(n_threads):
+            work(x, args, run, n_threads)
+        numba.set_num_threads(caller_threads)
+
+    return driver
 
 
 # Narrow rows (k < NARROW) go BLOCK rows at a time: each row's maximum is subtracted row by row,
@@ -286,195 +331,114 @@ def _flat_vexp(block):
         flat[i] = vexp(flat[i])
 
 
-@njit(fastmath=REDUCE)
-def _row_sum(row):
-    s = 0.0
-    for j in range(row.shape[0]):
-        s += row[j]
-    return s
+def _exp_rows(finish, narrow_blocks=True):
+    """Driver of a kernel built on each row's exponentials.
+
+    For each row i of ``x`` it computes m = max(x[i]), exps = exp(x[i] - m) into a scratch row
+    and s = sum(exps) in float64, then calls ``finish(x, args, i, m, exps, s)``, which writes
+    the results. x[i] is still intact then, whether or not the output is ``x`` itself (in
+    place): only the scratch row has been written. ``narrow_blocks``: rows narrower than NARROW
+    go BLOCK rows at a time (see above); the finish sees no difference.
+    """
+
+    @njit(fastmath=EXACT)
+    def wide(x, args, run, n_runs):
+        exps = np.empty(x.shape[1], x.dtype)
+        start, stop = _run_range(x.shape[0], n_runs, run)
+        for i in range(start, stop):
+            m = _row_max(x[i])
+            finish(x, args, i, m, exps, _exp_sum(x[i], m, exps))
+
+    if not narrow_blocks:
+        return _threaded(wide)
+
+    @njit(fastmath=EXACT)
+    def blocks(x, args, run, n_runs):
+        n, k = x.shape
+        if k >= NARROW:
+            wide(x, args, run, n_runs)
+            return
+        maxima, terms = np.empty(BLOCK, x.dtype), np.empty((BLOCK, k), x.dtype)
+        start, stop = _block_run(n, n_runs, run)
+        for first in range(start, stop, BLOCK):
+            rows = min(BLOCK, stop - first)
+            exps = terms[:rows]
+            _block_maxima(x[first : first + rows], maxima)
+            _block_shift(x[first : first + rows], maxima, exps)
+            _flat_vexp(exps)
+            for r in range(rows):
+                finish(x, args, first + r, maxima[r], exps[r], _row_sum(exps[r]))
+
+    return _threaded(blocks)
 
 
-# -- raw kernels (contract: fastsoftmax.backends) ----------------------------------------------
+def _rows(finish):
+    """Driver that calls ``finish(x, args, i)`` for each row i of ``x``."""
+
+    @njit(fastmath=EXACT)
+    def rows(x, args, run, n_runs):
+        start, stop = _run_range(x.shape[0], n_runs, run)
+        for i in range(start, stop):
+            finish(x, args, i)
+
+    return _threaded(rows)
 
 
-@njit(parallel=True, fastmath=EXACT)
-def logsumexp(x, out, n_threads):
-    caller_threads = numba.get_num_threads()
-    numba.set_num_threads(n_threads)
-    n, k = x.shape
-    if k < NARROW:
-        for run in prange(n_threads):
-            maxima, terms = np.empty(BLOCK, x.dtype), np.empty((BLOCK, k), x.dtype)
-            start, stop = _block_run(n, n_threads, run)
-            for first in range(start, stop, BLOCK):
-                rows = min(BLOCK, stop - first)
-                block = terms[:rows]
-                _block_maxima(x[first : first + rows], maxima)
-                _block_shift(x[first : first + rows], maxima, block)
-                _flat_vexp(block)
-                for r in range(rows):
-                    m = maxima[r]
-                    if np.isfinite(m):
-                        out[first + r] = m + np.log(_row_sum(block[r]))
-                    else:
-                        out[first + r] = _lse_of_nonfinite_max(x[first + r], m)
-    else:
-        for run in prange(n_threads):
-            terms = np.empty(k, x.dtype)  # _exp_sum's terms, one row per thread
-            for i in range(run * n // n_threads, (run + 1) * n // n_threads):
-                row = x[i]
-                m = _row_max(row)
-                if np.isfinite(m):
-                    out[i] = m + np.log(_exp_sum(row, m, terms))
-                else:
-                    out[i] = _lse_of_nonfinite_max(row, m)
-    numba.set_num_threads(caller_threads)
-
-
-@njit(parallel=True, fastmath=EXACT)
-def softmax(x, out, n_threads):
-    caller_threads = numba.get_num_threads()
-    numba.set_num_threads(n_threads)
-    n, k = x.shape
-    if k < NARROW:
-        for run in prange(n_threads):
-            maxima = np.empty(BLOCK, x.dtype)
-            start, stop = _block_run(n, n_threads, run)
-            for first in range(start, stop, BLOCK):
-                block = out[first : min(first + BLOCK, stop)]
-                _block_maxima(x[first : first + block.shape[0]], maxima)
-                _block_shift(x[first : first + block.shape[0]], maxima, block)
-                _flat_vexp(block)
-                for r in range(block.shape[0]):
-                    inv = like(1.0 / _row_sum(block[r]), maxima[r])
-                    for j in range(k):
-                        block[r, j] *= inv
-    else:
-        for i in prange(n):
-            row, dst = x[i], out[i]
-            m = _row_max(row)
-            inv = like(1.0 / _exp_sum(row, m, dst), m)
-            for j in range(k):
-                dst[j] *= inv
-    numba.set_num_threads(caller_threads)
-
-
-@njit(parallel=True, fastmath=EXACT)
-def log_softmax(x, out, n_threads):
-    caller_threads = numba.get_num_threads()
-    numba.set_num_threads(n_threads)
-    n, k = x.shape
-    if k < NARROW:
-        for run in prange(n_threads):
-            maxima, terms = np.empty(BLOCK, x.dtype), np.empty((BLOCK, k), x.dtype)
-            start, stop = _block_run(n, n_threads, run)
-            for first in range(start, stop, BLOCK):
-                block = out[first : min(first + BLOCK, stop)]
-                rows = block.shape[0]
-                _block_maxima(x[first : first + rows], maxima)
-                _block_shift(x[first : first + rows], maxima, block)  # block = x - m
-                exps = terms[:rows]
-                exps[:] = block
-                _flat_vexp(exps)
-                for r in range(rows):
-                    log_sum = like(np.log(_row_sum(exps[r])), maxima[r])
-                    for j in range(k):
-                        block[r, j] -= log_sum
-    else:
-        for i in prange(n):
-            row, dst = x[i], out[i]
-            m = _row_max(row)
-            log_sum = like(np.log(_exp_sum_only(row, m)), m)
-            for j in range(k):
-                dst[j] = (row[j] - m) - log_sum
-    numba.set_num_threads(caller_threads)
+# -- row finishes ---------------------------------------------------------------------------
+# Each writes row i from m, exps = exp(x[i] - m) and s = sum(exps) (see _exp_rows). The output
+# row is written from the scratch ``exps``, never updated in place: LLVM vectorises a loop over
+# two arrays that may overlap only behind a run-time overlap check, and runs it scalar when the
+# check fails, which it would if the exponentials sat in the output and the output were ``x``.
 
 
 @njit(fastmath=EXACT)
-def _label_shifts(row, label, m, label_smoothing):
-    """(row[label] - m, sum_j (row[j] - m)) in float64: what the loss needs from the row, read
-    before the gradient overwrites it (``grad_out`` may be ``logits``)."""
+def _logsumexp_finish(x, args, i, m, exps, s):
+    (out,) = args
+    if np.isfinite(m):
+        out[i] = m + np.log(s)
+    else:
+        out[i] = _lse_of_nonfinite_max(x[i], m)
+
+
+@njit(fastmath=EXACT)
+def _softmax_finish(x, args, i, m, exps, s):
+    (out,) = args
+    dst = out[i]
+    inv = like(1.0 / s, m)
+    for j in range(dst.shape[0]):
+        dst[j] = exps[j] * inv
+
+
+@njit(fastmath=EXACT)
+def _log_softmax_finish(x, args, i, m, exps, s):
+    (out,) = args
+    row, dst = x[i], out[i]
+    log_sum = like(np.log(s), m)
+    for j in range(dst.shape[0]):
+        dst[j] = (row[j] - m) - log_sum
+
+
+@njit(fastmath=EXACT)
+def _labels_finish(logits, args, i, m, exps, s):
+    """grad_out[i] = c * (softmax(row) - target) and the row's loss against labels[i] smoothed
+    by label_smoothing, weighted; an ignored row (label < 0) gets zeros."""
+    labels, weights, scale, label_smoothing, loss_out, grad_out = args
+    label, row, grad = labels[i], logits[i], grad_out[i]
+    if label < 0:
+        grad[:] = 0
+        loss_out[i] = 0.0
+        return
     true_shift = np.float64(row[label]) - m
     smooth_shift = _shifted_sum(row, m) if label_smoothing != 0 else 0.0
-    return true_shift, smooth_shift
-
-
-@njit(fastmath=EXACT)
-def _label_finish(grad, label, c, label_smoothing, s, true_shift, smooth_shift, m):
-    """Turn exp(row - m) in ``grad`` (summing to ``s``) into ``c * (softmax(row) - target)``;
-    return the unweighted loss of the row against ``label`` smoothed by ``label_smoothing``."""
+    c = scale * weights[i]
     eps = label_smoothing / grad.shape[0]
     inv, off = like(c / s, m), like(c * eps, m)
     for j in range(grad.shape[0]):
-        grad[j] = grad[j] * inv - off
+        grad[j] = exps[j] * inv - off
     grad[label] -= like(c * (1.0 - label_smoothing), m)
     # label_smoothing == 1 drops the label: its -inf shift must not give 0 * -inf = NaN.
     label_term = (1.0 - label_smoothing) * true_shift if label_smoothing != 1 else 0.0
-    return np.log(s) - label_term - eps * smooth_shift
-
-
-@njit(parallel=True, fastmath=EXACT)
-def cross_entropy_labels(
-    logits, labels, weights, scale, label_smoothing, loss_out, grad_out, n_threads
-):
-    caller_threads = numba.get_num_threads()
-    numba.set_num_threads(n_threads)
-    n, k = logits.shape
-    if k < NARROW:
-        for run in prange(n_threads):
-            maxima = np.empty(BLOCK, logits.dtype)
-            true_shifts, smooth_shifts = np.zeros(BLOCK), np.zeros(BLOCK)
-            start, stop = _block_run(n, n_threads, run)
-            for first in range(start, stop, BLOCK):
-                block = grad_out[first : min(first + BLOCK, stop)]
-                rows = block.shape[0]
-                _block_maxima(logits[first : first + rows], maxima)
-                for r in range(rows):
-                    if labels[first + r] >= 0:
-                        true_shifts[r], smooth_shifts[r] = _label_shifts(
-                            logits[first + r], labels[first + r], maxima[r], label_smoothing
-                        )
-                _block_shift(logits[first : first + rows], maxima, block)
-                _flat_vexp(block)
-                for r in range(rows):
-                    i = first + r
-                    if labels[i] < 0:
-                        block[r, :] = 0
-                        loss_out[i] = 0.0
-                    else:
-                        loss = _label_finish(
-                            block[r],
-                            labels[i],
-                            scale * weights[i],
-                            label_smoothing,
-                            _row_sum(block[r]),
-                            true_shifts[r],
-                            smooth_shifts[r],
-                            maxima[r],
-                        )
-                        loss_out[i] = weights[i] * loss
-    else:
-        for i in prange(n):
-            if labels[i] < 0:
-                grad_out[i, :] = 0
-                loss_out[i] = 0.0
-            else:
-                row, grad = logits[i], grad_out[i]
-                m = _row_max(row)
-                true_shift, smooth_shift = _label_shifts(row, labels[i], m, label_smoothing)
-                s = _exp_sum(row, m, grad)
-                loss = _label_finish(
-                    grad,
-                    labels[i],
-                    scale * weights[i],
-                    label_smoothing,
-                    s,
-                    true_shift,
-                    smooth_shift,
-                    m,
-                )
-                loss_out[i] = weights[i] * loss
-    numba.set_num_threads(caller_threads)
+    loss_out[i] = weights[i] * (np.log(s) - label_term - eps * smooth_shift)
 
 
 @njit(fastmath=REDUCE)
@@ -489,51 +453,138 @@ def _target_sums(row, target, m):
     return mass, dot
 
 
-@njit(parallel=True, fastmath=EXACT)
-def cross_entropy_soft(
-    logits, target, weights, scale, label_smoothing, loss_out, grad_out, n_threads
-):
-    caller_threads = numba.get_num_threads()
-    numba.set_num_threads(n_threads)
-    n_classes = logits.shape[1]
-    eps = label_smoothing / n_classes
+@njit(fastmath=EXACT)
+def _soft_finish(logits, args, i, m, exps, s):
+    """As _labels_finish, against the probability row target[i] (no ignored rows)."""
+    target, weights, scale, label_smoothing, loss_out, grad_out = args
+    row, t, grad = logits[i], target[i], grad_out[i]
+    eps = label_smoothing / grad.shape[0]
     keep = 1.0 - label_smoothing
-    for i in prange(logits.shape[0]):
-        row, t, grad = logits[i], target[i], grad_out[i]
-        m = _row_max(row)
-        mass, dot = _target_sums(row, t, m)
-        smooth_shift = _shifted_sum(row, m) if label_smoothing != 0 else 0.0
-        s = _exp_sum(row, m, grad)
-        mass = keep * mass + label_smoothing
-        c = scale * weights[i]
-        inv, off = like(c * mass / s, m), like(c * eps, m)
-        c_keep = like(c * keep, m)
-        for j in range(n_classes):
-            grad[j] = grad[j] * inv - c_keep * t[j] - off
-        target_term = keep * dot if keep != 0 else 0.0  # as in _label_finish
-        loss = mass * np.log(s) - target_term - eps * smooth_shift
-        loss_out[i] = weights[i] * loss
-    numba.set_num_threads(caller_threads)
+    mass, dot = _target_sums(row, t, m)
+    smooth_shift = _shifted_sum(row, m) if label_smoothing != 0 else 0.0
+    mass = keep * mass + label_smoothing
+    c = scale * weights[i]
+    inv, off = like(c * mass / s, m), like(c * eps, m)
+    c_keep = like(c * keep, m)
+    for j in range(grad.shape[0]):
+        grad[j] = exps[j] * inv - c_keep * t[j] - off
+    target_term = keep * dot if keep != 0 else 0.0  # as in _labels_finish
+    loss_out[i] = weights[i] * (mass * np.log(s) - target_term - eps * smooth_shift)
 
 
-@njit(parallel=True, fastmath=EXACT)
-def sgd(param, grad, lr, weight_decay, n_threads):
-    caller_threads = numba.get_num_threads()
-    numba.set_num_threads(n_threads)
+@njit(fastmath=EXACT)
+def _softmax_backward_row(grad_output, args, i):
+    output, grad_input = args
+    dy, y, dx = grad_output[i], output[i], grad_input[i]
+    s = like(_row_dot(dy, y), y[0])
+    for j in range(dx.shape[0]):  # dx may be dy or y: entry j of both is read before it is set
+        dx[j] = y[j] * (dy[j] - s)
+
+
+@njit(fastmath=EXACT)
+def _log_softmax_backward_row(grad_output, args, i):
+    output, grad_input = args
+    dy, y, dx = grad_output[i], output[i], grad_input[i]
+    s = like(_row_sum(dy), y[0])
+    for j in range(dx.shape[0]):  # as in _softmax_backward_row
+        dx[j] = dy[j] - vexp(y[j]) * s
+
+
+@njit(fastmath=EXACT)
+def _sgd_run(param, args, run, n_runs):
+    grad, lr, weight_decay = args
     lr_, wd = like(lr, param[0]), like(weight_decay, param[0])
-    for i in prange(param.shape[0]):
+    start, stop = _run_range(param.shape[0], n_runs, run)
+    for i in range(start, stop):
         param[i] -= lr_ * (grad[i] + wd * param[i])
-    numba.set_num_threads(caller_threads)
 
 
-@njit(parallel=True, fastmath=EXACT)
-def sgd_momentum(param, grad, velocity, lr, momentum, weight_decay, nesterov, n_threads):
-    caller_threads = numba.get_num_threads()
-    numba.set_num_threads(n_threads)
+@njit(fastmath=EXACT)
+def _sgd_momentum_run(param, args, run, n_runs):
+    grad, velocity, lr, momentum, weight_decay, nesterov = args
     lr_, mu, wd = like(lr, param[0]), like(momentum, param[0]), like(weight_decay, param[0])
-    for i in prange(param.shape[0]):
+    start, stop = _run_range(param.shape[0], n_runs, run)
+    for i in range(start, stop):
         g = grad[i] + wd * param[i]
         v = mu * velocity[i] + g
         velocity[i] = v
         param[i] -= lr_ * (g + mu * v if nesterov else v)
-    numba.set_num_threads(caller_threads)
+
+
+_logsumexp = _exp_rows(_logsumexp_finish)
+_softmax = _exp_rows(_softmax_finish)
+_log_softmax = _exp_rows(_log_softmax_finish)
+_cross_entropy_labels = _exp_rows(_labels_finish)
+_cross_entropy_soft = _exp_rows(_soft_finish, narrow_blocks=False)
+_softmax_backward = _rows(_softmax_backward_row)
+_log_softmax_backward = _rows(_log_softmax_backward_row)
+_sgd = _threaded(_sgd_run)
+_sgd_momentum = _threaded(_sgd_momentum_run)
+
+
+# -- raw kernels (contract: fastsoftmax.backends) ----------------------------------------------
+
+
+@njit
+def logsumexp(x, out, n_threads):
+    _logsumexp(x, (out,), n_threads)
+
+
+@njit
+def softmax(x, out, n_threads):
+    _softmax(x, (out,), n_threads)
+
+
+@njit
+def log_softmax(x, out, n_threads):
+    _log_softmax(x, (out,), n_threads)
+
+
+@njit
+def cross_entropy_labels(
+    logits, labels, weights, scale, label_smoothing, loss_out, grad_out, n_threads
+):
+    args = (labels, weights, scale, label_smoothing, loss_out, grad_out)
+    _cross_entropy_labels(logits, args, n_threads)
+
+
+@njit
+def cross_entropy_soft(
+    logits, target, weights, scale, label_smoothing, loss_out, grad_out, n_threads
+):
+    args = (target, weights, scale, label_smoothing, loss_out, grad_out)
+    _cross_entropy_soft(logits, args, n_threads)
+
+
+@njit
+def softmax_backward(grad_output, output, grad_input, n_threads):
+    """grad_input = output * (grad_output - sum(grad_output * output)) row by row (the sum in
+    float64); grad_input may be grad_output or output."""
+    _softmax_backward(grad_output, (output, grad_input), n_threads)
+
+
+@njit
+def log_softmax_backward(grad_output, output, grad_input, n_threads):
+    """grad_input = grad_output - exp(output) * sum(grad_output) row by row (the sum in float64);
+    grad_input may be grad_output or output."""
+    _log_softmax_backward(grad_output, (output, grad_input), n_threads)
+
+
+@njit
+def sgd(param, grad, lr, weight_decay, n_threads):
+    _sgd(param, (grad, lr, weight_decay), n_threads)
+
+
+@njit
+def sgd_momentum(param, grad, velocity, lr, momentum, weight_decay, nesterov, n_threads):
+    _sgd_momentum(param, (grad, velocity, lr, momentum, weight_decay, nesterov), n_threads)
+
+
+def describe() -> str:
+    """One line for a benchmark header: Numba version, threading layer, SVML."""
+    try:
+        layer = f"threading layer {numba.threading_layer()!r}"
+    except ValueError:  # no parallel region has run yet: only the setting is known
+        layer = f"threading layer setting {numba.config.THREADING_LAYER!r} (none started yet)"
+    svml = "yes" if numba.config.USING_SVML else "no"
+    return f"numba {numba.__version__}, {layer}, SVML {svml}"
