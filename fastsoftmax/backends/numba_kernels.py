@@ -341,7 +341,7 @@ def _exp_rows(finish, narrow_blocks=True):
     go BLOCK rows at a time (see above); the finish sees no difference.
     """
 
-    @njit(fastmath=EXACT)
+    @njit(fastmath=EXACT, inline="always")
     def wide(x, args, run, n_runs):
         exps = np.empty(x.shape[1], x.dtype)
         start, stop = _run_range(x.shape[0], n_runs, run)
@@ -352,7 +352,7 @@ def _exp_rows(finish, narrow_blocks=True):
     if not narrow_blocks:
         return _threaded(wide)
 
-    @njit(fastmath=EXACT)
+    @njit(fastmath=EXACT, inline="always")
     def blocks(x, args, run, n_runs):
         n, k = x.shape
         if k >= NARROW:
@@ -375,7 +375,7 @@ def _exp_rows(finish, narrow_blocks=True):
 def _rows(finish):
     """Driver that calls ``finish(x, args, i)`` for each row i of ``x``."""
 
-    @njit(fastmath=EXACT)
+    @njit(fastmath=EXACT, inline="always")
     def rows(x, args, run, n_runs):
         start, stop = _run_range(x.shape[0], n_runs, run)
         for i in range(start, stop):
@@ -391,7 +391,7 @@ def _rows(finish):
 # check fails, which it would if the exponentials sat in the output and the output were ``x``.
 
 
-@njit(fastmath=EXACT)
+@njit(fastmath=EXACT, inline="always")
 def _logsumexp_finish(x, args, i, m, exps, s):
     (out,) = args
     if np.isfinite(m):
@@ -400,7 +400,7 @@ def _logsumexp_finish(x, args, i, m, exps, s):
         out[i] = _lse_of_nonfinite_max(x[i], m)
 
 
-@njit(fastmath=EXACT)
+@njit(fastmath=EXACT, inline="always")
 def _softmax_finish(x, args, i, m, exps, s):
     (out,) = args
     dst = out[i]
@@ -409,7 +409,7 @@ def _softmax_finish(x, args, i, m, exps, s):
         dst[j] = exps[j] * inv
 
 
-@njit(fastmath=EXACT)
+@njit(fastmath=EXACT, inline="always")
 def _log_softmax_finish(x, args, i, m, exps, s):
     (out,) = args
     row, dst = x[i], out[i]
@@ -418,7 +418,7 @@ def _log_softmax_finish(x, args, i, m, exps, s):
         dst[j] = (row[j] - m) - log_sum
 
 
-@njit(fastmath=EXACT)
+@njit(fastmath=EXACT, inline="always")
 def _labels_finish(logits, args, i, m, exps, s):
     """grad_out[i] = c * (softmax(row) - target) and the row's loss against labels[i] smoothed
     by label_smoothing, weighted; an ignored row (label < 0) gets zeros."""
@@ -453,7 +453,7 @@ def _target_sums(row, target, m):
     return mass, dot
 
 
-@njit(fastmath=EXACT)
+@njit(fastmath=EXACT, inline="always")
 def _soft_finish(logits, args, i, m, exps, s):
     """As _labels_finish, against the probability row target[i] (no ignored rows)."""
     target, weights, scale, label_smoothing, loss_out, grad_out = args
@@ -472,7 +472,7 @@ def _soft_finish(logits, args, i, m, exps, s):
     loss_out[i] = weights[i] * (mass * np.log(s) - target_term - eps * smooth_shift)
 
 
-@njit(fastmath=EXACT)
+@njit(fastmath=EXACT, inline="always")
 def _softmax_backward_row(grad_output, args, i):
     output, grad_input = args
     dy, y, dx = grad_output[i], output[i], grad_input[i]
@@ -481,7 +481,7 @@ def _softmax_backward_row(grad_output, args, i):
         dx[j] = y[j] * (dy[j] - s)
 
 
-@njit(fastmath=EXACT)
+@njit(fastmath=EXACT, inline="always")
 def _log_softmax_backward_row(grad_output, args, i):
     output, grad_input = args
     dy, y, dx = grad_output[i], output[i], grad_input[i]
@@ -490,25 +490,27 @@ def _log_softmax_backward_row(grad_output, args, i):
         dx[j] = dy[j] - vexp(y[j]) * s
 
 
-@njit(fastmath=EXACT)
+@njit(fastmath=EXACT, inline="always")
 def _sgd_run(param, args, run, n_runs):
     grad, lr, weight_decay = args
     lr_, wd = like(lr, param[0]), like(weight_decay, param[0])
     start, stop = _run_range(param.shape[0], n_runs, run)
-    for i in range(start, stop):
-        param[i] -= lr_ * (grad[i] + wd * param[i])
+    p, g = param[start:stop], grad[start:stop]
+    for i in range(p.shape[0]):
+        p[i] -= lr_ * (g[i] + wd * p[i])
 
 
-@njit(fastmath=EXACT)
+@njit(fastmath=EXACT, inline="always")
 def _sgd_momentum_run(param, args, run, n_runs):
     grad, velocity, lr, momentum, weight_decay, nesterov = args
     lr_, mu, wd = like(lr, param[0]), like(momentum, param[0]), like(weight_decay, param[0])
     start, stop = _run_range(param.shape[0], n_runs, run)
-    for i in range(start, stop):
-        g = grad[i] + wd * param[i]
-        v = mu * velocity[i] + g
-        velocity[i] = v
-        param[i] -= lr_ * (g + mu * v if nesterov else v)
+    p, g, vel = param[start:stop], grad[start:stop], velocity[start:stop]
+    for i in range(p.shape[0]):
+        gi = g[i] + wd * p[i]
+        v = mu * vel[i] + gi
+        vel[i] = v
+        p[i] -= lr_ * (gi + mu * v if nesterov else v)
 
 
 _logsumexp = _exp_rows(_logsumexp_finish)
