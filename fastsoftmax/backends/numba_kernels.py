@@ -273,7 +273,9 @@ def _threaded(work):
 
     Here and only here: ``n_threads`` is applied, and the caller's setting restored on return.
     One run per thread, each a contiguous share of the work, so a run can allocate its scratch
-    buffers once.
+    buffers once. ``work`` must stay a call, not ``inline="always"``: with ``args`` unpacked
+    inside the prange body itself, Numba 0.68 dropped the writes to the arrays taken from it.
+    The row finishes are inlined into ``work`` instead (a call per row cost 2x on (1M, 10)).
     """
 
     @njit(parallel=True, fastmath=EXACT)
@@ -331,43 +333,86 @@ def _flat_vexp(block):
         flat[i] = vexp(flat[i])
 
 
-def _exp_rows(finish, narrow_blocks=True):
+@njit(fastmath=REDUCE)
+def _exp_sum_only(row, m, unused):
+    """sum_j exp(row[j] - m) in float64, nothing stored (``unused``: as _exp_sum's ``dst``)."""
+    s = 0.0
+    for j in range(row.shape[0]):
+        s += vexp(row[j] - m)
+    return s
+
+
+@njit(inline="always")
+def _in_scratch(args, first, stop, terms):
+    return terms[: stop - first]
+
+
+@njit(inline="always")
+def _in_output(args, first, stop, terms):
+    """Rows [first, stop) of the kernel's row output, the last of its ``args``."""
+    return args[-1][first:stop]
+
+
+@njit(inline="always")
+def _nothing_to_read_first(x, args, i, m, pre):
+    return True
+
+
+PRE = 3  # room for the values a ``prepare`` reads from a row before it is overwritten
+
+
+def _exp_rows(finish, prepare=_nothing_to_read_first, exps="scratch", narrow_blocks=True):
     """Driver of a kernel built on each row's exponentials.
 
-    For each row i of ``x`` it computes m = max(x[i]), exps = exp(x[i] - m) into a scratch row
-    and s = sum(exps) in float64, then calls ``finish(x, args, i, m, exps, s)``, which writes
-    the results. x[i] is still intact then, whether or not the output is ``x`` itself (in
-    place): only the scratch row has been written. ``narrow_blocks``: rows narrower than NARROW
-    go BLOCK rows at a time (see above); the finish sees no difference.
-    """
+    For each row i of ``x``: m = max(x[i]); ``prepare(x, args, i, m, pre)`` stores in ``pre`` (a
+    float64 row of PRE) what it needs from x[i] before the exponentials may overwrite it (the
+    output may be ``x`` itself), and returns False if the row needs no exponentials; then
+    exps = exp(x[i] - m), s = sum(exps) in float64 and ``finish(x, args, i, m, exps, s, pre)``
+    writes the results (with s = 0 and exps unset if ``prepare`` said no; narrow rows always get
+    them).
 
-    @njit(fastmath=EXACT, inline="always")
+    ``exps``, where the exponentials go: ``"output"``, the kernel's row output (the last of
+    ``args``), which the finish then scales in place; ``"scratch"``, a per-thread scratch row;
+    ``"none"``, nowhere for wide rows (only s), a scratch block for narrow ones. Rows narrower
+    than NARROW go BLOCK rows at a time (see above) unless ``narrow_blocks`` is False.
+    """
+    home = _in_output if exps == "output" else _in_scratch
+    exp_sum = _exp_sum_only if exps == "none" else _exp_sum
+
+    @njit(fastmath=EXACT)
     def wide(x, args, run, n_runs):
-        exps = np.empty(x.shape[1], x.dtype)
+        terms, pre = np.empty((1, x.shape[1]), x.dtype), np.empty(PRE)
         start, stop = _run_range(x.shape[0], n_runs, run)
         for i in range(start, stop):
-            m = _row_max(x[i])
-            finish(x, args, i, m, exps, _exp_sum(x[i], m, exps))
+            row = x[i]
+            m = _row_max(row)
+            row_exps = home(args, i, i + 1, terms)[0]
+            s = exp_sum(row, m, row_exps) if prepare(x, args, i, m, pre) else 0.0
+            finish(x, args, i, m, row_exps, s, pre)
 
     if not narrow_blocks:
         return _threaded(wide)
 
-    @njit(fastmath=EXACT, inline="always")
+    @njit(fastmath=EXACT)
     def blocks(x, args, run, n_runs):
         n, k = x.shape
         if k >= NARROW:
             wide(x, args, run, n_runs)
             return
         maxima, terms = np.empty(BLOCK, x.dtype), np.empty((BLOCK, k), x.dtype)
+        pre = np.empty((BLOCK, PRE))
         start, stop = _block_run(n, n_runs, run)
         for first in range(start, stop, BLOCK):
-            rows = min(BLOCK, stop - first)
-            exps = terms[:rows]
-            _block_maxima(x[first : first + rows], maxima)
-            _block_shift(x[first : first + rows], maxima, exps)
-            _flat_vexp(exps)
-            for r in range(rows):
-                finish(x, args, first + r, maxima[r], exps[r], _row_sum(exps[r]))
+            last = min(first + BLOCK, stop)
+            block, block_exps = x[first:last], home(args, first, last, terms)
+            _block_maxima(block, maxima)
+            for r in range(last - first):
+                prepare(x, args, first + r, maxima[r], pre[r])
+            _block_shift(block, maxima, block_exps)
+            _flat_vexp(block_exps)
+            for r in range(last - first):
+                row_exps = block_exps[r]
+                finish(x, args, first + r, maxima[r], row_exps, _row_sum(row_exps), pre[r])
 
     return _threaded(blocks)
 
@@ -375,7 +420,7 @@ def _exp_rows(finish, narrow_blocks=True):
 def _rows(finish):
     """Driver that calls ``finish(x, args, i)`` for each row i of ``x``."""
 
-    @njit(fastmath=EXACT, inline="always")
+    @njit(fastmath=EXACT)
     def rows(x, args, run, n_runs):
         start, stop = _run_range(x.shape[0], n_runs, run)
         for i in range(start, stop):
@@ -384,15 +429,16 @@ def _rows(finish):
     return _threaded(rows)
 
 
-# -- row finishes ---------------------------------------------------------------------------
-# Each writes row i from m, exps = exp(x[i] - m) and s = sum(exps) (see _exp_rows). The output
-# row is written from the scratch ``exps``, never updated in place: LLVM vectorises a loop over
-# two arrays that may overlap only behind a run-time overlap check, and runs it scalar when the
-# check fails, which it would if the exponentials sat in the output and the output were ``x``.
+# -- row finishes -----------------------------------------------------------------------------
+# Where each kernel keeps its exponentials (``exps`` of _exp_rows) is chosen for speed: softmax
+# and the cross-entropies in the output row, scaled in place there (writing the output from a
+# scratch row instead ran 1.2x slower on float32 (512, 32000): the output's cache misses then
+# land in a loop with no exp work to hide them); logsumexp in a scratch row (float32 exp then sum
+# beats the fused loop, see _exp_sum); log_softmax nowhere, it recomputes x - m.
 
 
 @njit(fastmath=EXACT, inline="always")
-def _logsumexp_finish(x, args, i, m, exps, s):
+def _logsumexp_finish(x, args, i, m, exps, s, pre):
     (out,) = args
     if np.isfinite(m):
         out[i] = m + np.log(s)
@@ -401,16 +447,14 @@ def _logsumexp_finish(x, args, i, m, exps, s):
 
 
 @njit(fastmath=EXACT, inline="always")
-def _softmax_finish(x, args, i, m, exps, s):
-    (out,) = args
-    dst = out[i]
+def _softmax_finish(x, args, i, m, exps, s, pre):
     inv = like(1.0 / s, m)
-    for j in range(dst.shape[0]):
-        dst[j] = exps[j] * inv
+    for j in range(exps.shape[0]):  # exps is out[i]
+        exps[j] *= inv
 
 
 @njit(fastmath=EXACT, inline="always")
-def _log_softmax_finish(x, args, i, m, exps, s):
+def _log_softmax_finish(x, args, i, m, exps, s, pre):
     (out,) = args
     row, dst = x[i], out[i]
     log_sum = like(np.log(s), m)
@@ -419,26 +463,38 @@ def _log_softmax_finish(x, args, i, m, exps, s):
 
 
 @njit(fastmath=EXACT, inline="always")
-def _labels_finish(logits, args, i, m, exps, s):
-    """grad_out[i] = c * (softmax(row) - target) and the row's loss against labels[i] smoothed
-    by label_smoothing, weighted; an ignored row (label < 0) gets zeros."""
-    labels, weights, scale, label_smoothing, loss_out, grad_out = args
-    label, row, grad = labels[i], logits[i], grad_out[i]
+def _labels_prepare(logits, args, i, m, pre):
+    """pre = (row[label] - m, sum_j (row[j] - m)) in float64, what the loss needs from the row;
+    False for an ignored row (label < 0)."""
+    labels, label_smoothing = args[0], args[3]
+    if labels[i] < 0:
+        return False
+    row = logits[i]
+    pre[0] = np.float64(row[labels[i]]) - m
+    pre[1] = _shifted_sum(row, m) if label_smoothing != 0 else 0.0
+    return True
+
+
+@njit(fastmath=EXACT, inline="always")
+def _labels_finish(logits, args, i, m, exps, s, pre):
+    """Turn exp(row - m) in ``exps`` (grad_out[i], summing to ``s``) into c * (softmax(row) -
+    target) and store the row's loss against labels[i] smoothed by label_smoothing, weighted;
+    an ignored row (label < 0) gets zeros."""
+    labels, weights, scale, label_smoothing, loss_out, _ = args
+    label, grad = labels[i], exps  # exps is grad_out[i]
     if label < 0:
         grad[:] = 0
         loss_out[i] = 0.0
         return
-    true_shift = np.float64(row[label]) - m
-    smooth_shift = _shifted_sum(row, m) if label_smoothing != 0 else 0.0
     c = scale * weights[i]
     eps = label_smoothing / grad.shape[0]
     inv, off = like(c / s, m), like(c * eps, m)
     for j in range(grad.shape[0]):
-        grad[j] = exps[j] * inv - off
+        grad[j] = grad[j] * inv - off
     grad[label] -= like(c * (1.0 - label_smoothing), m)
     # label_smoothing == 1 drops the label: its -inf shift must not give 0 * -inf = NaN.
-    label_term = (1.0 - label_smoothing) * true_shift if label_smoothing != 1 else 0.0
-    loss_out[i] = weights[i] * (np.log(s) - label_term - eps * smooth_shift)
+    label_term = (1.0 - label_smoothing) * pre[0] if label_smoothing != 1 else 0.0
+    loss_out[i] = weights[i] * (np.log(s) - label_term - eps * pre[1])
 
 
 @njit(fastmath=REDUCE)
@@ -454,22 +510,30 @@ def _target_sums(row, target, m):
 
 
 @njit(fastmath=EXACT, inline="always")
-def _soft_finish(logits, args, i, m, exps, s):
+def _soft_prepare(logits, args, i, m, pre):
+    """pre = (sum_j t_j, sum_j t_j (row[j] - m), sum_j (row[j] - m)) in float64, t = target[i]."""
+    target, label_smoothing = args[0], args[3]
+    row = logits[i]
+    pre[0], pre[1] = _target_sums(row, target[i], m)
+    pre[2] = _shifted_sum(row, m) if label_smoothing != 0 else 0.0
+    return True
+
+
+@njit(fastmath=EXACT, inline="always")
+def _soft_finish(logits, args, i, m, exps, s, pre):
     """As _labels_finish, against the probability row target[i] (no ignored rows)."""
-    target, weights, scale, label_smoothing, loss_out, grad_out = args
-    row, t, grad = logits[i], target[i], grad_out[i]
+    target, weights, scale, label_smoothing, loss_out, _ = args
+    t, grad = target[i], exps  # exps is grad_out[i]
     eps = label_smoothing / grad.shape[0]
     keep = 1.0 - label_smoothing
-    mass, dot = _target_sums(row, t, m)
-    smooth_shift = _shifted_sum(row, m) if label_smoothing != 0 else 0.0
-    mass = keep * mass + label_smoothing
+    mass = keep * pre[0] + label_smoothing
     c = scale * weights[i]
     inv, off = like(c * mass / s, m), like(c * eps, m)
     c_keep = like(c * keep, m)
     for j in range(grad.shape[0]):
-        grad[j] = exps[j] * inv - c_keep * t[j] - off
-    target_term = keep * dot if keep != 0 else 0.0  # as in _labels_finish
-    loss_out[i] = weights[i] * (mass * np.log(s) - target_term - eps * smooth_shift)
+        grad[j] = grad[j] * inv - c_keep * t[j] - off
+    target_term = keep * pre[1] if keep != 0 else 0.0  # as in _labels_finish
+    loss_out[i] = weights[i] * (mass * np.log(s) - target_term - eps * pre[2])
 
 
 @njit(fastmath=EXACT, inline="always")
@@ -490,7 +554,7 @@ def _log_softmax_backward_row(grad_output, args, i):
         dx[j] = dy[j] - vexp(y[j]) * s
 
 
-@njit(fastmath=EXACT, inline="always")
+@njit(fastmath=EXACT)
 def _sgd_run(param, args, run, n_runs):
     grad, lr, weight_decay = args
     lr_, wd = like(lr, param[0]), like(weight_decay, param[0])
@@ -500,7 +564,7 @@ def _sgd_run(param, args, run, n_runs):
         p[i] -= lr_ * (g[i] + wd * p[i])
 
 
-@njit(fastmath=EXACT, inline="always")
+@njit(fastmath=EXACT)
 def _sgd_momentum_run(param, args, run, n_runs):
     grad, velocity, lr, momentum, weight_decay, nesterov = args
     lr_, mu, wd = like(lr, param[0]), like(momentum, param[0]), like(weight_decay, param[0])
@@ -513,11 +577,12 @@ def _sgd_momentum_run(param, args, run, n_runs):
         p[i] -= lr_ * (gi + mu * v if nesterov else v)
 
 
-_logsumexp = _exp_rows(_logsumexp_finish)
-_softmax = _exp_rows(_softmax_finish)
-_log_softmax = _exp_rows(_log_softmax_finish)
-_cross_entropy_labels = _exp_rows(_labels_finish)
-_cross_entropy_soft = _exp_rows(_soft_finish, narrow_blocks=False)
+_logsumexp = _exp_rows(_logsumexp_finish, exps="scratch")
+_softmax = _exp_rows(_softmax_finish, exps="output")
+_log_softmax = _exp_rows(_log_softmax_finish, exps="none")
+_cross_entropy_labels = _exp_rows(_labels_finish, _labels_prepare, exps="output")
+# Row by row at every width: no block path has been written and measured for it.
+_cross_entropy_soft = _exp_rows(_soft_finish, _soft_prepare, exps="output", narrow_blocks=False)
 _softmax_backward = _rows(_softmax_backward_row)
 _log_softmax_backward = _rows(_log_softmax_backward_row)
 _sgd = _threaded(_sgd_run)
