@@ -342,52 +342,67 @@ def _exp_sum_only(row, m, unused):
     return s
 
 
+# Homes of the exponentials (see _exp_rows): rows [first, stop), or row i, of the scratch block
+# ``terms`` or of the kernel's row output (the last of its ``args``).
+
+
 @njit(inline="always")
-def _in_scratch(args, first, stop, terms):
+def _scratch_rows(args, first, stop, terms):
     return terms[: stop - first]
 
 
 @njit(inline="always")
-def _in_output(args, first, stop, terms):
-    """Rows [first, stop) of the kernel's row output, the last of its ``args``."""
+def _scratch_row(args, i, terms):
+    return terms[0]
+
+
+@njit(inline="always")
+def _output_rows(args, first, stop, terms):
     return args[-1][first:stop]
 
 
 @njit(inline="always")
-def _nothing_to_read_first(x, args, i, m, pre):
-    return True
+def _output_row(args, i, terms):
+    return args[-1][i]
 
 
-PRE = 3  # room for the values a ``prepare`` reads from a row before it is overwritten
+@njit(inline="always")
+def _nothing_to_read_first(x, args, i, m):
+    return True, (0.0, 0.0, 0.0)
 
 
 def _exp_rows(finish, prepare=_nothing_to_read_first, exps="scratch", narrow_blocks=True):
     """Driver of a kernel built on each row's exponentials.
 
-    For each row i of ``x``: m = max(x[i]); ``prepare(x, args, i, m, pre)`` stores in ``pre`` (a
-    float64 row of PRE) what it needs from x[i] before the exponentials may overwrite it (the
-    output may be ``x`` itself), and returns False if the row needs no exponentials; then
-    exps = exp(x[i] - m), s = sum(exps) in float64 and ``finish(x, args, i, m, exps, s, pre)``
-    writes the results (with s = 0 and exps unset if ``prepare`` said no; narrow rows always get
-    them).
+    For each row i of ``x``: m = max(x[i]); ``prepare(x, args, i, m)`` returns (needed, pre):
+    ``pre``, three float64 values it reads from x[i] before the exponentials may overwrite it
+    (the output may be ``x`` itself), and ``needed``, False if the row needs no exponentials;
+    then exps = exp(x[i] - m), s = sum(exps) in float64, and ``finish(x, args, i, m, exps, s,
+    pre)`` writes the results (with s = 0 and exps unset if not ``needed``; narrow rows get them
+    all the same). Values go by tuple rather than through a scratch array, and hooks take ``i``
+    rather than the row: every array view made per row costs a reference count update, which
+    took up to 1.5x on (1M, 10) cross-entropy.
 
     ``exps``, where the exponentials go: ``"output"``, the kernel's row output (the last of
     ``args``), which the finish then scales in place; ``"scratch"``, a per-thread scratch row;
     ``"none"``, nowhere for wide rows (only s), a scratch block for narrow ones. Rows narrower
     than NARROW go BLOCK rows at a time (see above) unless ``narrow_blocks`` is False.
     """
-    home = _in_output if exps == "output" else _in_scratch
+    home_rows, home_row = {"output": (_output_rows, _output_row)}.get(
+        exps, (_scratch_rows, _scratch_row)
+    )
     exp_sum = _exp_sum_only if exps == "none" else _exp_sum
 
     @njit(fastmath=EXACT)
     def wide(x, args, run, n_runs):
-        terms, pre = np.empty((1, x.shape[1]), x.dtype), np.empty(PRE)
+        terms = np.empty((1, x.shape[1]), x.dtype)
         start, stop = _run_range(x.shape[0], n_runs, run)
         for i in range(start, stop):
             row = x[i]
             m = _row_max(row)
-            row_exps = home(args, i, i + 1, terms)[0]
-            s = exp_sum(row, m, row_exps) if prepare(x, args, i, m, pre) else 0.0
+            row_exps = home_row(args, i, terms)
+            needed, pre = prepare(x, args, i, m)
+            s = exp_sum(row, m, row_exps) if needed else 0.0
             finish(x, args, i, m, row_exps, s, pre)
 
     if not narrow_blocks:
@@ -400,19 +415,19 @@ def _exp_rows(finish, prepare=_nothing_to_read_first, exps="scratch", narrow_blo
             wide(x, args, run, n_runs)
             return
         maxima, terms = np.empty(BLOCK, x.dtype), np.empty((BLOCK, k), x.dtype)
-        pre = np.empty((BLOCK, PRE))
+        pre = np.empty((BLOCK, 3))
         start, stop = _block_run(n, n_runs, run)
         for first in range(start, stop, BLOCK):
             last = min(first + BLOCK, stop)
-            block, block_exps = x[first:last], home(args, first, last, terms)
+            block, block_exps = x[first:last], home_rows(args, first, last, terms)
             _block_maxima(block, maxima)
             for r in range(last - first):
-                prepare(x, args, first + r, maxima[r], pre[r])
+                pre[r, 0], pre[r, 1], pre[r, 2] = prepare(x, args, first + r, maxima[r])[1]
             _block_shift(block, maxima, block_exps)
             _flat_vexp(block_exps)
             for r in range(last - first):
-                row_exps = block_exps[r]
-                finish(x, args, first + r, maxima[r], row_exps, _row_sum(row_exps), pre[r])
+                row_exps, values = block_exps[r], (pre[r, 0], pre[r, 1], pre[r, 2])
+                finish(x, args, first + r, maxima[r], row_exps, _row_sum(row_exps), values)
 
     return _threaded(blocks)
 
@@ -463,16 +478,15 @@ def _log_softmax_finish(x, args, i, m, exps, s, pre):
 
 
 @njit(fastmath=EXACT, inline="always")
-def _labels_prepare(logits, args, i, m, pre):
-    """pre = (row[label] - m, sum_j (row[j] - m)) in float64, what the loss needs from the row;
-    False for an ignored row (label < 0)."""
+def _labels_prepare(logits, args, i, m):
+    """(row[label] - m, sum_j (row[j] - m), unused) in float64, what the loss needs from the row;
+    an ignored row (label < 0) needs nothing, not even its exponentials."""
     labels, label_smoothing = args[0], args[3]
-    if labels[i] < 0:
-        return False
-    row = logits[i]
-    pre[0] = np.float64(row[labels[i]]) - m
-    pre[1] = _shifted_sum(row, m) if label_smoothing != 0 else 0.0
-    return True
+    label = labels[i]
+    if label < 0:
+        return False, (0.0, 0.0, 0.0)
+    smooth_shift = _shifted_sum(logits[i], m) if label_smoothing != 0 else 0.0
+    return True, (np.float64(logits[i, label]) - m, smooth_shift, 0.0)
 
 
 @njit(fastmath=EXACT, inline="always")
@@ -510,13 +524,12 @@ def _target_sums(row, target, m):
 
 
 @njit(fastmath=EXACT, inline="always")
-def _soft_prepare(logits, args, i, m, pre):
-    """pre = (sum_j t_j, sum_j t_j (row[j] - m), sum_j (row[j] - m)) in float64, t = target[i]."""
+def _soft_prepare(logits, args, i, m):
+    """(sum_j t_j, sum_j t_j (row[j] - m), sum_j (row[j] - m)) in float64, t = target[i]."""
     target, label_smoothing = args[0], args[3]
-    row = logits[i]
-    pre[0], pre[1] = _target_sums(row, target[i], m)
-    pre[2] = _shifted_sum(row, m) if label_smoothing != 0 else 0.0
-    return True
+    mass, dot = _target_sums(logits[i], target[i], m)
+    smooth_shift = _shifted_sum(logits[i], m) if label_smoothing != 0 else 0.0
+    return True, (mass, dot, smooth_shift)
 
 
 @njit(fastmath=EXACT, inline="always")
