@@ -4,15 +4,16 @@ Design
 ------
 * Layout: the front layer hands over 2-D C-contiguous rows (n >= 1, k >= 1) and 1-D
   contiguous SGD vectors; nothing here checks inputs.
-* Each raw kernel packs its arguments into a tuple and calls a driver made by a factory:
-  :func:`_threaded` is the one ``prange`` loop (one contiguous run of rows or entries per
-  thread) and the one place that applies ``n_threads`` and restores the caller's setting;
-  :func:`_exp_rows` builds the row loop of the exp-based kernels (softmax, log_softmax,
-  logsumexp, both cross-entropies) around a per-kernel *finish* of the row, and :func:`_rows`
-  a plain row loop (the backward kernels).
-* Per row: maximum, exp-and-sum into a per-thread scratch row, then the finish writes the
-  outputs; each is a plain loop that LLVM vectorises. Rows narrower than ``NARROW`` go in blocks
-  of ``BLOCK`` rows with one exp loop over the whole block.
+* Every raw kernel is made by one factory, :func:`_kernel`: the one ``prange`` loop (one
+  contiguous run of rows or entries per thread) and the one place that applies ``n_threads``
+  and restores the caller's setting. It runs a *work* function built by :func:`_exp_rows` for
+  the exp-based kernels (softmax, log_softmax, logsumexp, both cross-entropies: the row loop
+  around a per-kernel *finish*, and *prepare* where a row must be read before it is
+  overwritten), by :func:`_rows` for the backward kernels, or written out for SGD.
+* Per row: maximum, exp-and-sum (into the output row, a scratch row or nowhere, whichever the
+  kernel is fastest with), then the finish writes the outputs; each is a plain loop that LLVM
+  vectorises. Rows narrower than ``NARROW`` go in blocks of ``BLOCK`` rows with one exp loop
+  over the whole block.
 * ``math.exp`` stays scalar in Numba's PyPI wheels (no SVML), so :func:`vexp` computes exp as
   range reduction + Taylor polynomial + exponent bits (< 2 ulp; exp(-inf) = 0, NaN stays NaN,
   results below the smallest normal number flush to 0).
@@ -27,6 +28,7 @@ Design
 
 from __future__ import annotations
 
+import linecache
 import math
 
 import numba
@@ -257,9 +259,9 @@ def _lse_of_nonfinite_max(row, m):
 
 
 # -- drivers ----------------------------------------------------------------------------------
-# A driver is ``driver(x, args, n_threads)``: ``x`` is the array whose rows (or entries) are
-# split over threads, ``args`` a tuple of the kernel's other arguments. Each public kernel, with
-# the contract's parameter names, packs its arguments and calls its driver.
+# A raw kernel is made by _kernel from a *work* function ``work(x, args, run, n_runs)``: ``x``
+# is the kernel's first argument, whose rows (or entries) are split over threads, ``args`` a
+# tuple of the others but n_threads, and ``run`` which of the ``n_runs`` shares to do.
 
 
 @njit
@@ -268,25 +270,40 @@ def _run_range(n, n_runs, run):
     return run * n // n_runs, (run + 1) * n // n_runs
 
 
-def _threaded(work):
-    """Driver that runs ``work(x, args, run, n_threads)`` for each run on a thread of its own.
+_KERNEL_SOURCE = """\
+def {name}({parameters}, n_threads):
+    caller_threads = numba.get_num_threads()
+    numba.set_num_threads(n_threads)
+    for run in prange(n_threads):
+        work({first}, ({rest},), run, n_threads)
+    numba.set_num_threads(caller_threads)
+"""
+
+
+def _kernel(name, parameters, work, doc=None):
+    """The raw kernel ``name(parameters..., n_threads)``: runs ``work`` once per thread.
 
     Here and only here: ``n_threads`` is applied, and the caller's setting restored on return.
     One run per thread, each a contiguous share of the work, so a run can allocate its scratch
-    buffers once. ``work`` must stay a call, not ``inline="always"``: with ``args`` unpacked
-    inside the prange body itself, Numba 0.68 dropped the writes to the arrays taken from it.
-    The row finishes are inlined into ``work`` instead (a call per row cost 2x on (1M, 10)).
+    buffers once. The kernel is generated from source so that it has the contract's parameter
+    names (tests/test_contract.py reads them) and packs no tuple in a wrapper of its own: every
+    further jitted layer re-optimises all the code below it at compile time.
+
+    ``work`` must stay a call, not ``inline="always"``: with ``args`` unpacked inside the prange
+    body itself, Numba 0.68 dropped the writes to the arrays taken from it. The row finishes are
+    inlined into ``work`` instead (a call per row cost 2x on (1M, 10)).
     """
-
-    @njit(parallel=True, fastmath=EXACT)
-    def driver(x, args, n_threads):
-        caller_threads = numba.get_num_threads()
-        numba.set_num_threads(n_threads)
-        for run in prange(n_threads):
-            work(x, args, run, n_threads)
-        numba.set_num_threads(caller_threads)
-
-    return driver
+    first, *rest = parameters.split(", ")
+    source = _KERNEL_SOURCE.format(
+        name=name, parameters=parameters, first=first, rest=", ".join(rest)
+    )
+    filename = f"<fastsoftmax numba kernel {name}>"
+    linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)  # tracebacks
+    namespace = {"numba": numba, "prange": prange, "work": work}
+    exec(compile(source, filename, "exec"), namespace)
+    function = namespace[name]
+    function.__module__, function.__doc__ = __name__, doc
+    return njit(parallel=True, fastmath=EXACT)(function)
 
 
 # Narrow rows (k < NARROW) go BLOCK rows at a time: each row's maximum is subtracted row by row,
@@ -406,7 +423,7 @@ def _exp_rows(finish, prepare=_nothing_to_read_first, exps="scratch", narrow_blo
             finish(x, args, i, m, row_exps, s, pre)
 
     if not narrow_blocks:
-        return _threaded(wide)
+        return wide
 
     @njit(fastmath=EXACT)
     def blocks(x, args, run, n_runs):
@@ -429,7 +446,7 @@ def _exp_rows(finish, prepare=_nothing_to_read_first, exps="scratch", narrow_blo
                 row_exps, values = block_exps[r], (pre[r, 0], pre[r, 1], pre[r, 2])
                 finish(x, args, first + r, maxima[r], row_exps, _row_sum(row_exps), values)
 
-    return _threaded(blocks)
+    return blocks
 
 
 def _rows(finish):
@@ -441,7 +458,7 @@ def _rows(finish):
         for i in range(start, stop):
             finish(x, args, i)
 
-    return _threaded(rows)
+    return rows
 
 
 # -- row finishes -----------------------------------------------------------------------------
@@ -590,74 +607,40 @@ def _sgd_momentum_run(param, args, run, n_runs):
         p[i] -= lr_ * (gi + mu * v if nesterov else v)
 
 
-_logsumexp = _exp_rows(_logsumexp_finish, exps="scratch")
-_softmax = _exp_rows(_softmax_finish, exps="output")
-_log_softmax = _exp_rows(_log_softmax_finish, exps="none")
-_cross_entropy_labels = _exp_rows(_labels_finish, _labels_prepare, exps="output")
-# Row by row at every width: no block path has been written and measured for it.
-_cross_entropy_soft = _exp_rows(_soft_finish, _soft_prepare, exps="output", narrow_blocks=False)
-_softmax_backward = _rows(_softmax_backward_row)
-_log_softmax_backward = _rows(_log_softmax_backward_row)
-_sgd = _threaded(_sgd_run)
-_sgd_momentum = _threaded(_sgd_momentum_run)
-
-
 # -- raw kernels (contract: fastsoftmax.backends) ----------------------------------------------
 
-
-@njit
-def logsumexp(x, out, n_threads):
-    _logsumexp(x, (out,), n_threads)
-
-
-@njit
-def softmax(x, out, n_threads):
-    _softmax(x, (out,), n_threads)
-
-
-@njit
-def log_softmax(x, out, n_threads):
-    _log_softmax(x, (out,), n_threads)
-
-
-@njit
-def cross_entropy_labels(
-    logits, labels, weights, scale, label_smoothing, loss_out, grad_out, n_threads
-):
-    args = (labels, weights, scale, label_smoothing, loss_out, grad_out)
-    _cross_entropy_labels(logits, args, n_threads)
-
-
-@njit
-def cross_entropy_soft(
-    logits, target, weights, scale, label_smoothing, loss_out, grad_out, n_threads
-):
-    args = (target, weights, scale, label_smoothing, loss_out, grad_out)
-    _cross_entropy_soft(logits, args, n_threads)
-
-
-@njit
-def softmax_backward(grad_output, output, grad_input, n_threads):
-    """grad_input = output * (grad_output - sum(grad_output * output)) row by row (the sum in
-    float64); grad_input may be grad_output or output."""
-    _softmax_backward(grad_output, (output, grad_input), n_threads)
-
-
-@njit
-def log_softmax_backward(grad_output, output, grad_input, n_threads):
-    """grad_input = grad_output - exp(output) * sum(grad_output) row by row (the sum in float64);
-    grad_input may be grad_output or output."""
-    _log_softmax_backward(grad_output, (output, grad_input), n_threads)
-
-
-@njit
-def sgd(param, grad, lr, weight_decay, n_threads):
-    _sgd(param, (grad, lr, weight_decay), n_threads)
-
-
-@njit
-def sgd_momentum(param, grad, velocity, lr, momentum, weight_decay, nesterov, n_threads):
-    _sgd_momentum(param, (grad, velocity, lr, momentum, weight_decay, nesterov), n_threads)
+logsumexp = _kernel("logsumexp", "x, out", _exp_rows(_logsumexp_finish, exps="scratch"))
+softmax = _kernel("softmax", "x, out", _exp_rows(_softmax_finish, exps="output"))
+log_softmax = _kernel("log_softmax", "x, out", _exp_rows(_log_softmax_finish, exps="none"))
+cross_entropy_labels = _kernel(
+    "cross_entropy_labels",
+    "logits, labels, weights, scale, label_smoothing, loss_out, grad_out",
+    _exp_rows(_labels_finish, _labels_prepare, exps="output"),
+)
+cross_entropy_soft = _kernel(
+    "cross_entropy_soft",
+    "logits, target, weights, scale, label_smoothing, loss_out, grad_out",
+    # Row by row at every width: no block path has been written and measured for it.
+    _exp_rows(_soft_finish, _soft_prepare, exps="output", narrow_blocks=False),
+)
+softmax_backward = _kernel(
+    "softmax_backward",
+    "grad_output, output, grad_input",
+    _rows(_softmax_backward_row),
+    doc="""grad_input = output * (grad_output - sum(grad_output * output)) row by row (the sum in
+    float64); grad_input may be grad_output or output.""",
+)
+log_softmax_backward = _kernel(
+    "log_softmax_backward",
+    "grad_output, output, grad_input",
+    _rows(_log_softmax_backward_row),
+    doc="""grad_input = grad_output - exp(output) * sum(grad_output) row by row (the sum in
+    float64); grad_input may be grad_output or output.""",
+)
+sgd = _kernel("sgd", "param, grad, lr, weight_decay", _sgd_run)
+sgd_momentum = _kernel(
+    "sgd_momentum", "param, grad, velocity, lr, momentum, weight_decay, nesterov", _sgd_momentum_run
+)
 
 
 def describe() -> str:
