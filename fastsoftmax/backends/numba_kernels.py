@@ -4,8 +4,16 @@ Design
 ------
 * Layout: the front layer hands over 2-D C-contiguous rows (n >= 1, k >= 1) and 1-D
   contiguous SGD vectors; nothing here checks inputs.
-* Rows are split over threads with ``prange``; each row is a few passes (max, exp-and-sum,
-  scale) of plain loops that LLVM vectorises.
+* Every raw kernel is made by one factory, :func:`_kernel`: the one ``prange`` loop (one
+  contiguous run of rows or entries per thread) and the one place that applies ``n_threads``
+  and restores the caller's setting. It runs a *work* function built by :func:`_exp_rows` for
+  the exp-based kernels (softmax, log_softmax, logsumexp, both cross-entropies: the row loop
+  around a per-kernel *finish*, and *prepare* where a row must be read before it is
+  overwritten), by :func:`_rows` for the backward kernels, or written out for SGD.
+* Per row: maximum, exp-and-sum (into the output row, a scratch row or nowhere, whichever the
+  kernel is fastest with), then the finish writes the outputs; each is a plain loop that LLVM
+  vectorises. Rows narrower than ``NARROW`` go in blocks of ``BLOCK`` rows with one exp loop
+  over the whole block.
 * ``math.exp`` stays scalar in Numba's PyPI wheels (no SVML), so :func:`vexp` computes exp as
   range reduction + Taylor polynomial + exponent bits (< 2 ulp; exp(-inf) = 0, NaN stays NaN,
   results below the smallest normal number flush to 0).
@@ -16,11 +24,11 @@ Design
 * Functions compile on first call (``fastsoftmax.warmup()`` compiles ahead). No ``cache=True``:
   cached parallel functions have crashed when processes share the cache (numba issues 4807,
   10128).
-* ``n_threads`` is applied inside the kernel and the caller's setting restored before return.
 """
 
 from __future__ import annotations
 
+import linecache
 import math
 
 import numba
@@ -201,7 +209,7 @@ def _row_max(row):
 
 
 def _exp_sum(row, m, dst):
-    """sum_j exp(row[j] - m) in float64, storing each term in ``dst`` (may be ``row``)."""
+    """sum_j exp(row[j] - m) in float64, storing each term in ``dst``."""
     raise NotImplementedError  # replaced by the overload below inside jitted code
 
 
@@ -232,20 +240,28 @@ def _exp_sum_impl(row, m, dst):
 
 
 @njit(fastmath=REDUCE)
-def _exp_sum_only(row, m):
-    """sum_j exp(row[j] - m) in float64, nothing stored."""
-    s = 0.0
-    for j in range(row.shape[0]):
-        s += vexp(row[j] - m)
-    return s
-
-
-@njit(fastmath=REDUCE)
 def _shifted_sum(row, m):
     """sum_j (row[j] - m) in float64."""
     s = 0.0
     for j in range(row.shape[0]):
         s += row[j] - m
+    return s
+
+
+@njit(fastmath=REDUCE)
+def _row_sum(row):
+    s = 0.0
+    for j in range(row.shape[0]):
+        s += row[j]
+    return s
+
+
+@njit(fastmath=REDUCE)
+def _row_dot(a, b):
+    """sum_j a[j] * b[j] in float64 (products too: exact for float32 entries)."""
+    s = 0.0
+    for j in range(a.shape[0]):
+        s += np.float64(a[j]) * b[j]
     return s
 
 
@@ -255,6 +271,54 @@ def _lse_of_nonfinite_max(row, m):
         if np.isnan(row[j]):
             return np.nan
     return m
+
+
+# -- drivers ----------------------------------------------------------------------------------
+# A raw kernel is made by _kernel from a *work* function ``work(x, args, run, n_runs)``: ``x``
+# is the kernel's first argument, whose rows (or entries) are split over threads, ``args`` a
+# tuple of the others but n_threads, and ``run`` which of the ``n_runs`` shares to do.
+
+
+@njit
+def _run_range(n, n_runs, run):
+    """Items [start, stop) of ``run`` when ``n`` items are split evenly into ``n_runs`` runs."""
+    return run * n // n_runs, (run + 1) * n // n_runs
+
+
+_KERNEL_SOURCE = """\
+def {name}({parameters}, n_threads):
+    caller_threads = numba.get_num_threads()
+    numba.set_num_threads(n_threads)
+    for run in prange(n_threads):
+        work({first}, ({rest},), run, n_threads)
+    numba.set_num_threads(caller_threads)
+"""
+
+
+def _kernel(name, parameters, work, doc=None):
+    """The raw kernel ``name(parameters..., n_threads)``: runs ``work`` once per thread.
+
+    Here and only here: ``n_threads`` is applied, and the caller's setting restored on return.
+    One run per thread, each a contiguous share of the work, so a run can allocate its scratch
+    buffers once. The kernel is generated from source so that it has the contract's parameter
+    names (tests/test_contract.py reads them) and packs no tuple in a wrapper of its own: every
+    further jitted layer re-optimises all the code below it at compile time.
+
+    ``work`` must stay a call, not ``inline="always"``: with ``args`` unpacked inside the prange
+    body itself, Numba 0.68 dropped the writes to the arrays taken from it. The row finishes are
+    inlined into ``work`` instead (a call per row cost 2x on (1M, 10)).
+    """
+    first, *rest = parameters.split(", ")
+    source = _KERNEL_SOURCE.format(
+        name=name, parameters=parameters, first=first, rest=", ".join(rest)
+    )
+    filename = f"<fastsoftmax numba kernel {name}>"
+    linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)  # tracebacks
+    namespace = {"numba": numba, "prange": prange, "work": work}
+    exec(compile(source, filename, "exec"), namespace)
+    function = namespace[name]
+    function.__module__, function.__doc__ = __name__, doc
+    return njit(parallel=True, fastmath=EXACT)(function)
 
 
 # Narrow rows (k < NARROW) go BLOCK rows at a time: each row's maximum is subtracted row by row,
@@ -302,194 +366,181 @@ def _flat_vexp(block):
 
 
 @njit(fastmath=REDUCE)
-def _row_sum(row):
+def _exp_sum_only(row, m, unused):
+    """sum_j exp(row[j] - m) in float64, nothing stored (``unused``: as _exp_sum's ``dst``)."""
     s = 0.0
     for j in range(row.shape[0]):
-        s += row[j]
+        s += vexp(row[j] - m)
     return s
 
 
-# -- raw kernels (contract: fastsoftmax.backends) ----------------------------------------------
+# Homes of the exponentials (see _exp_rows): rows [first, stop), or row i, of the scratch block
+# ``terms`` or of the kernel's row output (the last of its ``args``).
 
 
-@njit(parallel=True, fastmath=EXACT)
-def logsumexp(x, out, n_threads):
-    caller_threads = numba.get_num_threads()
-    numba.set_num_threads(n_threads)
-    n, k = x.shape
-    if k < NARROW:
-        for run in prange(n_threads):
-            maxima, terms = np.empty(BLOCK, x.dtype), np.empty((BLOCK, k), x.dtype)
-            start, stop = _block_run(n, n_threads, run)
-            for first in range(start, stop, BLOCK):
-                rows = min(BLOCK, stop - first)
-                block = terms[:rows]
-                _block_maxima(x[first : first + rows], maxima)
-                _block_shift(x[first : first + rows], maxima, block)
-                _flat_vexp(block)
-                for r in range(rows):
-                    m = maxima[r]
-                    if np.isfinite(m):
-                        out[first + r] = m + np.log(_row_sum(block[r]))
-                    else:
-                        out[first + r] = _lse_of_nonfinite_max(x[first + r], m)
-    else:
-        for run in prange(n_threads):
-            terms = np.empty(k, x.dtype)  # _exp_sum's terms, one row per thread
-            for i in range(run * n // n_threads, (run + 1) * n // n_threads):
-                row = x[i]
-                m = _row_max(row)
-                if np.isfinite(m):
-                    out[i] = m + np.log(_exp_sum(row, m, terms))
-                else:
-                    out[i] = _lse_of_nonfinite_max(row, m)
-    numba.set_num_threads(caller_threads)
+@njit(inline="always")
+def _scratch_rows(args, first, stop, terms):
+    return terms[: stop - first]
 
 
-@njit(parallel=True, fastmath=EXACT)
-def softmax(x, out, n_threads):
-    caller_threads = numba.get_num_threads()
-    numba.set_num_threads(n_threads)
-    n, k = x.shape
-    if k < NARROW:
-        for run in prange(n_threads):
-            maxima = np.empty(BLOCK, x.dtype)
-            start, stop = _block_run(n, n_threads, run)
-            for first in range(start, stop, BLOCK):
-                block = out[first : min(first + BLOCK, stop)]
-                _block_maxima(x[first : first + block.shape[0]], maxima)
-                _block_shift(x[first : first + block.shape[0]], maxima, block)
-                _flat_vexp(block)
-                for r in range(block.shape[0]):
-                    inv = like(1.0 / _row_sum(block[r]), maxima[r])
-                    for j in range(k):
-                        block[r, j] *= inv
-    else:
-        for i in prange(n):
-            row, dst = x[i], out[i]
+@njit(inline="always")
+def _scratch_row(args, i, terms):
+    return terms[0]
+
+
+@njit(inline="always")
+def _output_rows(args, first, stop, terms):
+    return args[-1][first:stop]
+
+
+@njit(inline="always")
+def _output_row(args, i, terms):
+    return args[-1][i]
+
+
+@njit(inline="always")
+def _nothing_to_read_first(x, args, i, m):
+    return True, (0.0, 0.0, 0.0)
+
+
+def _exp_rows(finish, prepare=_nothing_to_read_first, exps="scratch", narrow_blocks=True):
+    """Driver of a kernel built on each row's exponentials.
+
+    For each row i of ``x``: m = max(x[i]); ``prepare(x, args, i, m)`` returns (needed, pre):
+    ``pre``, three float64 values it reads from x[i] before the exponentials may overwrite it
+    (the output may be ``x`` itself), and ``needed``, False if the row needs no exponentials;
+    then exps = exp(x[i] - m), s = sum(exps) in float64, and ``finish(x, args, i, m, exps, s,
+    pre)`` writes the results (with s = 0 and exps unset if not ``needed``; narrow rows get them
+    all the same). Values go by tuple rather than through a scratch array, and hooks take ``i``
+    rather than the row: every array view made per row costs a reference count update, which
+    took up to 1.5x on (1M, 10) cross-entropy.
+
+    ``exps``, where the exponentials go: ``"output"``, the kernel's row output (the last of
+    ``args``), which the finish then scales in place; ``"scratch"``, a per-thread scratch row;
+    ``"none"``, nowhere for wide rows (only s), a scratch block for narrow ones. Rows narrower
+    than NARROW go BLOCK rows at a time (see above) unless ``narrow_blocks`` is False.
+    """
+    home_rows, home_row = {"output": (_output_rows, _output_row)}.get(
+        exps, (_scratch_rows, _scratch_row)
+    )
+    exp_sum = _exp_sum_only if exps == "none" else _exp_sum
+
+    @njit(fastmath=EXACT)
+    def wide(x, args, run, n_runs):
+        terms = np.empty((1, x.shape[1]), x.dtype)
+        start, stop = _run_range(x.shape[0], n_runs, run)
+        for i in range(start, stop):
+            row = x[i]
             m = _row_max(row)
-            inv = like(1.0 / _exp_sum(row, m, dst), m)
-            for j in range(k):
-                dst[j] *= inv
-    numba.set_num_threads(caller_threads)
+            row_exps = home_row(args, i, terms)
+            needed, pre = prepare(x, args, i, m)
+            s = exp_sum(row, m, row_exps) if needed else 0.0
+            finish(x, args, i, m, row_exps, s, pre)
+
+    if not narrow_blocks:
+        return wide
+
+    @njit(fastmath=EXACT)
+    def blocks(x, args, run, n_runs):
+        n, k = x.shape
+        if k >= NARROW:
+            wide(x, args, run, n_runs)
+            return
+        maxima, terms = np.empty(BLOCK, x.dtype), np.empty((BLOCK, k), x.dtype)
+        pre = np.empty((BLOCK, 3))
+        start, stop = _block_run(n, n_runs, run)
+        for first in range(start, stop, BLOCK):
+            last = min(first + BLOCK, stop)
+            block, block_exps = x[first:last], home_rows(args, first, last, terms)
+            _block_maxima(block, maxima)
+            for r in range(last - first):
+                pre[r, 0], pre[r, 1], pre[r, 2] = prepare(x, args, first + r, maxima[r])[1]
+            _block_shift(block, maxima, block_exps)
+            _flat_vexp(block_exps)
+            for r in range(last - first):
+                row_exps, values = block_exps[r], (pre[r, 0], pre[r, 1], pre[r, 2])
+                finish(x, args, first + r, maxima[r], row_exps, _row_sum(row_exps), values)
+
+    return blocks
 
 
-@njit(parallel=True, fastmath=EXACT)
-def log_softmax(x, out, n_threads):
-    caller_threads = numba.get_num_threads()
-    numba.set_num_threads(n_threads)
-    n, k = x.shape
-    if k < NARROW:
-        for run in prange(n_threads):
-            maxima, terms = np.empty(BLOCK, x.dtype), np.empty((BLOCK, k), x.dtype)
-            start, stop = _block_run(n, n_threads, run)
-            for first in range(start, stop, BLOCK):
-                block = out[first : min(first + BLOCK, stop)]
-                rows = block.shape[0]
-                _block_maxima(x[first : first + rows], maxima)
-                _block_shift(x[first : first + rows], maxima, block)  # block = x - m
-                exps = terms[:rows]
-                exps[:] = block
-                _flat_vexp(exps)
-                for r in range(rows):
-                    log_sum = like(np.log(_row_sum(exps[r])), maxima[r])
-                    for j in range(k):
-                        block[r, j] -= log_sum
+def _rows(finish):
+    """Driver that calls ``finish(x, args, i)`` for each row i of ``x``."""
+
+    @njit(fastmath=EXACT)
+    def rows(x, args, run, n_runs):
+        start, stop = _run_range(x.shape[0], n_runs, run)
+        for i in range(start, stop):
+            finish(x, args, i)
+
+    return rows
+
+
+# -- row finishes -----------------------------------------------------------------------------
+# Where each kernel keeps its exponentials (``exps`` of _exp_rows) is chosen for speed: softmax
+# and the cross-entropies in the output row, scaled in place there (writing the output from a
+# scratch row instead ran 1.2x slower on float32 (512, 32000): the output's cache misses then
+# land in a loop with no exp work to hide them); logsumexp in a scratch row (float32 exp then sum
+# beats the fused loop, see _exp_sum); log_softmax nowhere, it recomputes x - m.
+
+
+@njit(fastmath=EXACT, inline="always")
+def _logsumexp_finish(x, args, i, m, exps, s, pre):
+    (out,) = args
+    if np.isfinite(m):
+        out[i] = m + np.log(s)
     else:
-        for i in prange(n):
-            row, dst = x[i], out[i]
-            m = _row_max(row)
-            log_sum = like(np.log(_exp_sum_only(row, m)), m)
-            for j in range(k):
-                dst[j] = (row[j] - m) - log_sum
-    numba.set_num_threads(caller_threads)
+        out[i] = _lse_of_nonfinite_max(x[i], m)
 
 
-@njit(fastmath=EXACT)
-def _label_shifts(row, label, m, label_smoothing):
-    """(row[label] - m, sum_j (row[j] - m)) in float64: what the loss needs from the row, read
-    before the gradient overwrites it (``grad_out`` may be ``logits``)."""
-    true_shift = np.float64(row[label]) - m
-    smooth_shift = _shifted_sum(row, m) if label_smoothing != 0 else 0.0
-    return true_shift, smooth_shift
+@njit(fastmath=EXACT, inline="always")
+def _softmax_finish(x, args, i, m, exps, s, pre):
+    inv = like(1.0 / s, m)
+    for j in range(exps.shape[0]):  # exps is out[i]
+        exps[j] *= inv
 
 
-@njit(fastmath=EXACT)
-def _label_finish(grad, label, c, label_smoothing, s, true_shift, smooth_shift, m):
-    """Turn exp(row - m) in ``grad`` (summing to ``s``) into ``c * (softmax(row) - target)``;
-    return the unweighted loss of the row against ``label`` smoothed by ``label_smoothing``."""
+@njit(fastmath=EXACT, inline="always")
+def _log_softmax_finish(x, args, i, m, exps, s, pre):
+    (out,) = args
+    row, dst = x[i], out[i]
+    log_sum = like(np.log(s), m)
+    for j in range(dst.shape[0]):
+        dst[j] = (row[j] - m) - log_sum
+
+
+@njit(fastmath=EXACT, inline="always")
+def _labels_prepare(logits, args, i, m):
+    """(row[label] - m, sum_j (row[j] - m), unused) in float64, what the loss needs from the row;
+    an ignored row (label < 0) needs nothing, not even its exponentials."""
+    labels, label_smoothing = args[0], args[3]
+    label = labels[i]
+    if label < 0:
+        return False, (0.0, 0.0, 0.0)
+    smooth_shift = _shifted_sum(logits[i], m) if label_smoothing != 0 else 0.0
+    return True, (np.float64(logits[i, label]) - m, smooth_shift, 0.0)
+
+
+@njit(fastmath=EXACT, inline="always")
+def _labels_finish(logits, args, i, m, exps, s, pre):
+    """Turn exp(row - m) in ``exps`` (grad_out[i], summing to ``s``) into c * (softmax(row) -
+    target) and store the row's loss against labels[i] smoothed by label_smoothing, weighted;
+    an ignored row (label < 0) gets zeros."""
+    labels, weights, scale, label_smoothing, loss_out, _ = args
+    label, grad = labels[i], exps  # exps is grad_out[i]
+    if label < 0:
+        grad[:] = 0
+        loss_out[i] = 0.0
+        return
+    c = scale * weights[i]
     eps = label_smoothing / grad.shape[0]
     inv, off = like(c / s, m), like(c * eps, m)
     for j in range(grad.shape[0]):
         grad[j] = grad[j] * inv - off
     grad[label] -= like(c * (1.0 - label_smoothing), m)
     # label_smoothing == 1 drops the label: its -inf shift must not give 0 * -inf = NaN.
-    label_term = (1.0 - label_smoothing) * true_shift if label_smoothing != 1 else 0.0
-    return np.log(s) - label_term - eps * smooth_shift
-
-
-@njit(parallel=True, fastmath=EXACT)
-def cross_entropy_labels(
-    logits, labels, weights, scale, label_smoothing, loss_out, grad_out, n_threads
-):
-    caller_threads = numba.get_num_threads()
-    numba.set_num_threads(n_threads)
-    n, k = logits.shape
-    if k < NARROW:
-        for run in prange(n_threads):
-            maxima = np.empty(BLOCK, logits.dtype)
-            true_shifts, smooth_shifts = np.zeros(BLOCK), np.zeros(BLOCK)
-            start, stop = _block_run(n, n_threads, run)
-            for first in range(start, stop, BLOCK):
-                block = grad_out[first : min(first + BLOCK, stop)]
-                rows = block.shape[0]
-                _block_maxima(logits[first : first + rows], maxima)
-                for r in range(rows):
-                    if labels[first + r] >= 0:
-                        true_shifts[r], smooth_shifts[r] = _label_shifts(
-                            logits[first + r], labels[first + r], maxima[r], label_smoothing
-                        )
-                _block_shift(logits[first : first + rows], maxima, block)
-                _flat_vexp(block)
-                for r in range(rows):
-                    i = first + r
-                    if labels[i] < 0:
-                        block[r, :] = 0
-                        loss_out[i] = 0.0
-                    else:
-                        loss = _label_finish(
-                            block[r],
-                            labels[i],
-                            scale * weights[i],
-                            label_smoothing,
-                            _row_sum(block[r]),
-                            true_shifts[r],
-                            smooth_shifts[r],
-                            maxima[r],
-                        )
-                        loss_out[i] = weights[i] * loss
-    else:
-        for i in prange(n):
-            if labels[i] < 0:
-                grad_out[i, :] = 0
-                loss_out[i] = 0.0
-            else:
-                row, grad = logits[i], grad_out[i]
-                m = _row_max(row)
-                true_shift, smooth_shift = _label_shifts(row, labels[i], m, label_smoothing)
-                s = _exp_sum(row, m, grad)
-                loss = _label_finish(
-                    grad,
-                    labels[i],
-                    scale * weights[i],
-                    label_smoothing,
-                    s,
-                    true_shift,
-                    smooth_shift,
-                    m,
-                )
-                loss_out[i] = weights[i] * loss
-    numba.set_num_threads(caller_threads)
+    label_term = (1.0 - label_smoothing) * pre[0] if label_smoothing != 1 else 0.0
+    loss_out[i] = weights[i] * (np.log(s) - label_term - eps * pre[1])
 
 
 @njit(fastmath=REDUCE)
@@ -504,51 +555,114 @@ def _target_sums(row, target, m):
     return mass, dot
 
 
-@njit(parallel=True, fastmath=EXACT)
-def cross_entropy_soft(
-    logits, target, weights, scale, label_smoothing, loss_out, grad_out, n_threads
-):
-    caller_threads = numba.get_num_threads()
-    numba.set_num_threads(n_threads)
-    n_classes = logits.shape[1]
-    eps = label_smoothing / n_classes
+@njit(fastmath=EXACT, inline="always")
+def _soft_prepare(logits, args, i, m):
+    """(sum_j t_j, sum_j t_j (row[j] - m), sum_j (row[j] - m)) in float64, t = target[i]."""
+    target, label_smoothing = args[0], args[3]
+    mass, dot = _target_sums(logits[i], target[i], m)
+    smooth_shift = _shifted_sum(logits[i], m) if label_smoothing != 0 else 0.0
+    return True, (mass, dot, smooth_shift)
+
+
+@njit(fastmath=EXACT, inline="always")
+def _soft_finish(logits, args, i, m, exps, s, pre):
+    """As _labels_finish, against the probability row target[i] (no ignored rows)."""
+    target, weights, scale, label_smoothing, loss_out, _ = args
+    t, grad = target[i], exps  # exps is grad_out[i]
+    eps = label_smoothing / grad.shape[0]
     keep = 1.0 - label_smoothing
-    for i in prange(logits.shape[0]):
-        row, t, grad = logits[i], target[i], grad_out[i]
-        m = _row_max(row)
-        mass, dot = _target_sums(row, t, m)
-        smooth_shift = _shifted_sum(row, m) if label_smoothing != 0 else 0.0
-        s = _exp_sum(row, m, grad)
-        mass = keep * mass + label_smoothing
-        c = scale * weights[i]
-        inv, off = like(c * mass / s, m), like(c * eps, m)
-        c_keep = like(c * keep, m)
-        for j in range(n_classes):
-            grad[j] = grad[j] * inv - c_keep * t[j] - off
-        target_term = keep * dot if keep != 0 else 0.0  # as in _label_finish
-        loss = mass * np.log(s) - target_term - eps * smooth_shift
-        loss_out[i] = weights[i] * loss
-    numba.set_num_threads(caller_threads)
+    mass = keep * pre[0] + label_smoothing
+    c = scale * weights[i]
+    inv, off = like(c * mass / s, m), like(c * eps, m)
+    c_keep = like(c * keep, m)
+    for j in range(grad.shape[0]):
+        grad[j] = grad[j] * inv - c_keep * t[j] - off
+    target_term = keep * pre[1] if keep != 0 else 0.0  # as in _labels_finish
+    loss_out[i] = weights[i] * (mass * np.log(s) - target_term - eps * pre[2])
 
 
-@njit(parallel=True, fastmath=EXACT)
-def sgd(param, grad, lr, weight_decay, n_threads):
-    caller_threads = numba.get_num_threads()
-    numba.set_num_threads(n_threads)
+@njit(fastmath=EXACT, inline="always")
+def _softmax_backward_row(grad_output, args, i):
+    output, grad_input = args
+    dy, y, dx = grad_output[i], output[i], grad_input[i]
+    s = like(_row_dot(dy, y), y[0])
+    for j in range(dx.shape[0]):  # dx may be dy or y: entry j of both is read before it is set
+        dx[j] = y[j] * (dy[j] - s)
+
+
+@njit(fastmath=EXACT, inline="always")
+def _log_softmax_backward_row(grad_output, args, i):
+    output, grad_input = args
+    dy, y, dx = grad_output[i], output[i], grad_input[i]
+    s = like(_row_sum(dy), y[0])
+    for j in range(dx.shape[0]):  # as in _softmax_backward_row
+        dx[j] = dy[j] - vexp(y[j]) * s
+
+
+@njit(fastmath=EXACT)
+def _sgd_run(param, args, run, n_runs):
+    grad, lr, weight_decay = args
     lr_, wd = like(lr, param[0]), like(weight_decay, param[0])
-    for i in prange(param.shape[0]):
-        param[i] -= lr_ * (grad[i] + wd * param[i])
-    numba.set_num_threads(caller_threads)
+    start, stop = _run_range(param.shape[0], n_runs, run)
+    p, g = param[start:stop], grad[start:stop]
+    for i in range(p.shape[0]):
+        p[i] -= lr_ * (g[i] + wd * p[i])
 
 
-@njit(parallel=True, fastmath=EXACT)
-def sgd_momentum(param, grad, velocity, lr, momentum, weight_decay, nesterov, n_threads):
-    caller_threads = numba.get_num_threads()
-    numba.set_num_threads(n_threads)
+@njit(fastmath=EXACT)
+def _sgd_momentum_run(param, args, run, n_runs):
+    grad, velocity, lr, momentum, weight_decay, nesterov = args
     lr_, mu, wd = like(lr, param[0]), like(momentum, param[0]), like(weight_decay, param[0])
-    for i in prange(param.shape[0]):
-        g = grad[i] + wd * param[i]
-        v = mu * velocity[i] + g
-        velocity[i] = v
-        param[i] -= lr_ * (g + mu * v if nesterov else v)
-    numba.set_num_threads(caller_threads)
+    start, stop = _run_range(param.shape[0], n_runs, run)
+    p, g, vel = param[start:stop], grad[start:stop], velocity[start:stop]
+    for i in range(p.shape[0]):
+        gi = g[i] + wd * p[i]
+        v = mu * vel[i] + gi
+        vel[i] = v
+        p[i] -= lr_ * (gi + mu * v if nesterov else v)
+
+
+# -- raw kernels (contract: fastsoftmax.backends) ----------------------------------------------
+
+logsumexp = _kernel("logsumexp", "x, out", _exp_rows(_logsumexp_finish, exps="scratch"))
+softmax = _kernel("softmax", "x, out", _exp_rows(_softmax_finish, exps="output"))
+log_softmax = _kernel("log_softmax", "x, out", _exp_rows(_log_softmax_finish, exps="none"))
+cross_entropy_labels = _kernel(
+    "cross_entropy_labels",
+    "logits, labels, weights, scale, label_smoothing, loss_out, grad_out",
+    _exp_rows(_labels_finish, _labels_prepare, exps="output"),
+)
+cross_entropy_soft = _kernel(
+    "cross_entropy_soft",
+    "logits, target, weights, scale, label_smoothing, loss_out, grad_out",
+    # Row by row at every width: no block path has been written and measured for it.
+    _exp_rows(_soft_finish, _soft_prepare, exps="output", narrow_blocks=False),
+)
+softmax_backward = _kernel(
+    "softmax_backward",
+    "grad_output, output, grad_input",
+    _rows(_softmax_backward_row),
+    doc="""grad_input = output * (grad_output - sum(grad_output * output)) row by row (the sum in
+    float64); grad_input may be grad_output or output.""",
+)
+log_softmax_backward = _kernel(
+    "log_softmax_backward",
+    "grad_output, output, grad_input",
+    _rows(_log_softmax_backward_row),
+    doc="""grad_input = grad_output - exp(output) * sum(grad_output) row by row (the sum in
+    float64); grad_input may be grad_output or output.""",
+)
+sgd = _kernel("sgd", "param, grad, lr, weight_decay", _sgd_run)
+sgd_momentum = _kernel(
+    "sgd_momentum", "param, grad, velocity, lr, momentum, weight_decay, nesterov", _sgd_momentum_run
+)
+
+
+def describe() -> str:
+    """One line for a benchmark header: Numba version, threading layer, SVML."""
+    try:
+        layer = f"threading layer {numba.threading_layer()!r}"
+    except ValueError:  # no parallel region has run yet: only the setting is known
+        layer = f"threading layer setting {numba.config.THREADING_LAYER!r} (none started yet)"
+    svml = "yes" if numba.config.USING_SVML else "no"
+    return f"numba {numba.__version__}, {layer}, SVML {svml}"
