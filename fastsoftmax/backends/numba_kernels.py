@@ -656,13 +656,3 @@ sgd = _kernel("sgd", "param, grad, lr, weight_decay", _sgd_run)
 sgd_momentum = _kernel(
     "sgd_momentum", "param, grad, velocity, lr, momentum, weight_decay, nesterov", _sgd_momentum_run
 )
-
-
-def describe() -> str:
-    """One line for a benchmark header: Numba version, threading layer, SVML."""
-    try:
-        layer = f"threading layer {numba.threading_layer()!r}"
-    except ValueError:  # no parallel region has run yet: only the setting is known
-        layer = f"threading layer setting {numba.config.THREADING_LAYER!r} (none started yet)"
-    svml = "yes" if numba.config.USING_SVML else "no"
-    return f"numba {numba.__version__}, {layer}, SVML {svml}"
