@@ -568,7 +568,7 @@ def _soft_prepare(logits, args, i, m):
 def _soft_finish(logits, args, i, m, exps, s, pre):
     """As _labels_finish, against the probability row target[i] (no ignored rows)."""
     target, weights, scale, label_smoothing, loss_out, _ = args
-    t, grad = target[i], exps  # exps is grad_out[i]
+    grad = exps  # grad_out[i]; target[i, j] below, not a view target[i] (see _exp_rows)
     eps = label_smoothing / grad.shape[0]
     keep = 1.0 - label_smoothing
     mass = keep * pre[0] + label_smoothing
@@ -576,7 +576,7 @@ def _soft_finish(logits, args, i, m, exps, s, pre):
     inv, off = like(c * mass / s, m), like(c * eps, m)
     c_keep = like(c * keep, m)
     for j in range(grad.shape[0]):
-        grad[j] = grad[j] * inv - c_keep * t[j] - off
+        grad[j] = grad[j] * inv - c_keep * target[i, j] - off
     target_term = keep * pre[1] if keep != 0 else 0.0  # as in _labels_finish
     loss_out[i] = weights[i] * (mass * np.log(s) - target_term - eps * pre[2])
 
