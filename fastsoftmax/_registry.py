@@ -202,10 +202,23 @@ def _call_sgd(momentum: float) -> Callable[..., tuple]:
     return call
 
 
+def _backward_kernel(forward: str) -> Kernel:
+    """The vector-Jacobian product of row kernel ``forward``, public as ``{forward}_backward``."""
+    name = f"{forward}_backward"
+    return Kernel(
+        name,
+        ("grad_output", "output", "grad_input", "n_threads"),
+        name,
+        name,  # its input family: the upstream gradient and forward's output
+        _call_row_kernel(name, "grad_output", "output"),
+        lambda shape, size: 3 * _size(shape, size),
+        vjp_of=forward,
+    )
+
+
 _THREADS = ("n_threads",)
 _ROW = ("x", "out", *_THREADS)
 _CROSS_ENTROPY = ("weights", "scale", "label_smoothing", "loss_out", "grad_out", "n_threads")
-_BACKWARD = ("grad_output", "output", "grad_input", "n_threads")
 
 #: Every raw kernel, by name, in the order reports list them.
 KERNELS: dict[str, Kernel] = {
@@ -253,24 +266,8 @@ KERNELS: dict[str, Kernel] = {
             lambda shape, size: 3 * _size(shape, size),
             bench=False,
         ),
-        Kernel(
-            "softmax_backward",
-            _BACKWARD,
-            "softmax_backward",
-            "softmax_backward",
-            _call_row_kernel("softmax_backward", "grad_output", "output"),
-            lambda shape, size: 3 * _size(shape, size),
-            vjp_of="softmax",
-        ),
-        Kernel(
-            "log_softmax_backward",
-            _BACKWARD,
-            "log_softmax_backward",
-            "log_softmax_backward",
-            _call_row_kernel("log_softmax_backward", "grad_output", "output"),
-            lambda shape, size: 3 * _size(shape, size),
-            vjp_of="log_softmax",
-        ),
+        _backward_kernel("softmax"),
+        _backward_kernel("log_softmax"),
         Kernel(
             "sgd",
             ("param", "grad", "lr", "weight_decay", "n_threads"),
