@@ -31,9 +31,10 @@ def warmup(backends: list[str] | None = None) -> dict[str, float]:
     """
     seconds = {}
     rng = np.random.default_rng(0)
+    families = {kernel.inputs for kernel in KERNELS.values()}
     inputs = {
-        (kernel.inputs, dtype): make_inputs(kernel.inputs, (2, 3), dtype, rng)
-        for kernel in KERNELS.values()
+        (family, dtype): make_inputs(family, (2, 3), dtype, rng)
+        for family in families
         for dtype in DTYPES
     }
     for name in available_backends() if backends is None else backends:

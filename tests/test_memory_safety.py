@@ -41,7 +41,7 @@ def fresh(rng, shape, dtype) -> np.ndarray:
     return (4 * rng.standard_normal(shape)).astype(dtype)
 
 
-ROW_KERNELS = [name for name, spec in KERNELS.items() if spec.inputs != "vectors"]
+ROW_KERNELS = [name for name, spec in KERNELS.items() if spec.ndim == 2]
 
 
 def as_float64(data: dict) -> dict:
