@@ -109,3 +109,35 @@ def log_softmax_backward(grad_output, output, grad_input, n_threads):
     with np.errstate(invalid="ignore", over="ignore"):
         total = np.sum(grad_output, axis=1, keepdims=True, dtype=np.float64)
         grad_input[:] = grad_output - np.exp(output) * total.astype(output.dtype)
+
+
+def linear_cross_entropy(X, rows, W, b, labels, weights, scale, dW, db, n_threads):
+    """Softmax regression on the rows ``rows`` of ``X``: the weighted loss sum, and gradients.
+
+    ``o_i = W x_i + b``; returns ``sum_i w_i CE(o_i, y_i)`` (float) and writes
+    ``dW = sum_i g_i x_i^T``, ``db = sum_i g_i`` with ``g_i = scale w_i (softmax(o_i) - e_y)``;
+    a row labelled ``-1`` is ignored.
+    """
+    X_rows = X[rows]
+    return _linear_cross_entropy(X_rows, X_rows @ W.T, rows, W, b, labels, weights, scale, dW, db)
+
+
+def linear_cross_entropy_csr(
+    X_data, X_indices, X_indptr, rows, W, b, labels, weights, scale, dW, db, n_threads
+):
+    """:func:`linear_cross_entropy` for ``X`` in CSR form (``data``, ``indices``, ``indptr``)."""
+    from scipy.sparse import csr_matrix
+
+    shape = (len(X_indptr) - 1, W.shape[1])
+    X_rows = csr_matrix((X_data, X_indices, X_indptr), shape=shape)[rows]
+    logits = np.asarray(X_rows @ W.T)
+    return _linear_cross_entropy(X_rows, logits, rows, W, b, labels, weights, scale, dW, db)
+
+
+def _linear_cross_entropy(X_rows, logits, rows, W, b, labels, weights, scale, dW, db):
+    logits += b
+    row_loss = np.empty(len(rows), dtype=W.dtype)
+    cross_entropy_labels(logits, labels[rows], weights[rows], scale, 0.0, row_loss, logits, 1)
+    dW[:] = (X_rows.T @ logits).T
+    db[:] = logits.sum(axis=0)
+    return float(row_loss.sum(dtype=np.float64))
