@@ -10,8 +10,9 @@ what it needs:
   ``n_blocks`` blocks of rows in ``order``, each block an in-memory :class:`ArrayData`, where
   the data live (a Dask worker); blockwise SGD trains one block per step there.
 
-In-memory rows (:class:`ArrayData`, one block: itself) also give ``minibatches(batch_size,
-order)``: the rows in ``order``, ``batch_size`` at a time, what an SGD epoch iterates.
+In-memory rows (:class:`ArrayData`, one block: itself) also give ``term(n_classes, rows)``: the
+:class:`~fastsoftmax._linear.LinearTerm` that computes the gradients of any ``rows`` of them,
+what an SGD epoch calls per minibatch (rows by index: no minibatch is copied).
 ``fastsoftmax._dask.BlockData`` provides the protocol over the blocks of Dask arrays. Both are
 built from validated inputs: labels are int64 indices into ``classes_`` and weights float64,
 or None when every weight is 1.
@@ -19,13 +20,13 @@ or None when every weight is 1.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import numpy as np
 
 from fastsoftmax import _api
-from fastsoftmax._linear import BlockSums, block_sums, is_sparse
+from fastsoftmax._linear import BlockSums, LinearTerm, block_sums, is_sparse
 
 # Rows per vdot when summing squared norms: no temporary the size of X.
 _NORM_ROWS = 4096
@@ -63,9 +64,11 @@ class ArrayData:
     ):
         if weights is not None and bool(np.all(weights == 1)):
             weights = None
-        self.X, self.labels, self.weights = X, labels, weights
+        self.X, self.weights = X, weights
+        self.labels = np.ascontiguousarray(labels, dtype=np.int64)
         self.backend, self.n_threads = backend, n_threads
         self.n_rows, self.n_features = X.shape
+        self._terms = {}
 
     @property
     def mean_weight(self) -> float:
@@ -80,9 +83,25 @@ class ArrayData:
         weights = None if self.weights is None else self.weights[rows]
         return ArrayData(self.X[rows], self.labels[rows], weights, self.backend, self.n_threads)
 
+    def term(self, n_classes: int, rows: int | None = None, method: str = "auto") -> LinearTerm:
+        """The loss-and-gradient term of these rows for ``n_classes`` classes, taking at most
+        ``rows`` rows a call (default all); made once and reused."""
+        key = (n_classes, rows, method)
+        if key not in self._terms:
+            self._terms[key] = LinearTerm(
+                self.X,
+                self.labels,
+                self.weights,
+                n_classes,
+                self.backend,
+                self.n_threads,
+                rows,
+                method,
+            )
+        return self._terms[key]
+
     def sums(self, W: np.ndarray, b: np.ndarray) -> BlockSums:
-        labels = self.labels.astype(np.int64, copy=False)
-        return block_sums(self.X, labels, self.weights, W, b, self.backend, self.n_threads)
+        return block_sums(self.X, self.labels, self.weights, W, b, term=self.term(W.shape[0]))
 
     def squared_norm_sum(self) -> float:
         X = self.X
@@ -92,15 +111,6 @@ class ArrayData:
             float(np.vdot(X[i : i + _NORM_ROWS], X[i : i + _NORM_ROWS]))
             for i in range(0, X.shape[0], _NORM_ROWS)
         )
-
-    def minibatches(
-        self, batch_size: int, order: np.ndarray
-    ) -> Iterator[tuple[Any, np.ndarray, np.ndarray | None]]:
-        """``(X, labels, weights)`` of each run of ``batch_size`` rows of ``order``."""
-        for start in range(0, self.n_rows, batch_size):
-            rows = np.sort(order[start : start + batch_size])  # sorted: faster row gather
-            weights = None if self.weights is None else self.weights[rows]
-            yield self.X[rows], self.labels[rows], weights
 
     def fold_blocks(self, step: Callable[[Any, ArrayData], Any], carry: Any, order) -> Any:
         return step(carry, self)

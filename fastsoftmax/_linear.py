@@ -1,14 +1,24 @@
-"""Fused linear + softmax + cross-entropy: ``o = X W^T + b`` chunk by chunk, never all logits.
+"""Softmax regression's loss and gradients over rows of ``X``: the one place that reads ``X``.
 
-Per chunk of rows: the logits by BLAS into a reused (chunk, k) buffer, the backend's fused
-softmax-cross-entropy writes the gradient over them in place, then ``dW += G^T X_chunk`` and
-``db += sum(G)``. Memory for logits is O(chunk * k) instead of O(n * k) (the Liger-Kernel /
-Cut-Cross-Entropy idea, on a CPU). BLAS is never called inside a parallel region.
+Two methods compute the same sums:
 
-The objective of softmax regression is defined here once: :func:`block_sums` gives the
-weighted sums over some rows (the chunk loop), :func:`mean_objective` turns sums into the
-weighted mean plus the ``l2`` term. :func:`linear_softmax_cross_entropy`, the L-BFGS solver
-and the SGD loss curve all go through these two.
+- "fused": the backend's ``linear_cross_entropy`` kernel (``_csr`` for sparse ``X``). Per row
+  it reads ``x`` once for its ``k`` logits, forms the softmax-cross-entropy gradient, and adds
+  ``g x^T`` to ``dW`` while ``x`` is in cache; rows are taken by index (no gathered copy of a
+  minibatch) and no logits array exists. Threads split the rows, each with its own partial
+  ``dW``.
+- "blas": the logits of a chunk of rows by BLAS into a reused (chunk, k) buffer, the fused
+  softmax-cross-entropy kernel writing the gradient over them in place, then ``dW += G^T X``
+  by BLAS (the Liger-Kernel / Cut-Cross-Entropy idea on a CPU: memory O(chunk * k)). BLAS is
+  never called inside a parallel region.
+
+:func:`choose_method` picks one by shape from the crossovers measured on the benchmark machine
+(:data:`FUSED_MAX_CLASSES`, see the README's "Training at kernel speed").
+
+The objective is defined here once: :func:`block_sums` gives the weighted sums over some rows,
+:func:`mean_objective` turns sums into the weighted mean plus the ``l2`` term.
+:func:`linear_softmax_cross_entropy`, the L-BFGS solver and the SGD loss curve all go through
+these two.
 """
 
 from __future__ import annotations
@@ -18,71 +28,152 @@ from typing import NamedTuple
 import numpy as np
 
 from fastsoftmax import _validation as check
-from fastsoftmax._config import kernel_module
+from fastsoftmax._config import kernel_module, resolve_backend
 
-# Rows per chunk: a 1024 x 784 float32 chunk of X (3 MiB) and its logits stay near L2/L3.
+# Rows per chunk of the "blas" method: a 1024 x 784 float32 chunk of X (3 MiB) and its logits
+# stay near L2/L3.
 DEFAULT_CHUNK_ROWS = 1024
+
+METHODS = ("auto", "fused", "blas")
+
+#: The most classes at which "auto" takes the fused kernel, for dense and CSR ``X`` (measured:
+#: README, "Training at kernel speed"). Beyond them BLAS's blocking wins.
+FUSED_MAX_CLASSES = {"dense": 32, "csr": 1000}
 
 
 def is_sparse(X) -> bool:
     return hasattr(X, "tocsr") and hasattr(X, "nnz")
 
 
-class LinearCrossEntropy:
-    """Loss and gradients of softmax regression on row blocks, with reused buffers.
+def choose_method(method: str, n_classes: int, sparse: bool, backend: str | None) -> str:
+    """``method``, or for "auto" the faster of "fused" and "blas" for this shape.
 
-    Works on ``Wt = W.T`` of shape (d, k): ``X @ Wt`` and ``X.T @ G`` are the fastest BLAS
-    layouts for a few classes (``X.T @ G`` took 54 us against 74 us for ``G.T @ X`` on a
-    256 x 784 float32 block, 10 classes). The caller has validated ``X``/``Wt``/labels;
-    ``scale`` multiplies each row's weighted gradient (``1 / total weight`` for a mean).
+    The NumPy backend's fused kernel is the BLAS composition itself (the specification), so
+    "auto" takes "blas" there.
+    """
+    if method != "auto":
+        return method
+    if resolve_backend(backend) == "numpy":
+        return "blas"
+    return "fused" if n_classes <= FUSED_MAX_CLASSES["csr" if sparse else "dense"] else "blas"
+
+
+class LinearTerm:
+    """Loss and gradients of softmax regression on rows of ``X`` taken by index, for a solver.
+
+    Built once per fit from validated arrays: ``X`` (n, d) dense or CSR, of the model's dtype;
+    ``labels`` int64 in [0, k); ``weights`` float64 or None (every row weighs 1). ``rows`` is
+    the most rows one :meth:`gradients` call takes. The gradients are written to ``self.dW``
+    (k, d) and ``self.db`` (k,), in the model's dtype.
+
+    >>> X = np.eye(3, dtype=np.float32)
+    >>> term = LinearTerm(X, np.array([0, 1, 2]), None, 3, backend="numpy")
+    >>> W, b = np.zeros((3, 3), np.float32), np.zeros(3, np.float32)
+    >>> round(term.gradients(np.arange(3), W, b, scale=1 / 3), 4)  # 3 log 3
+    3.2958
     """
 
-    def __init__(self, n_classes: int, n_features: int, dtype, backend, n_threads, rows: int):
-        self.module, self.threads = kernel_module(
-            "linear_softmax_cross_entropy", backend, rows * n_classes, n_threads
-        )
-        self.logits = np.empty((rows, n_classes), dtype)
-        self.row_loss = np.empty(rows)
-        self.dWt = np.zeros((n_features, n_classes), dtype)
-        self.db = np.zeros(n_classes, dtype)
-        self.unit_weights = np.ones(rows)
-        self.predicted = None
-
-    def gradients(
-        self, X_block, Wt, b, labels, weights, scale: float, *, add=False, predict=False
-    ) -> float:
-        """Write (or with ``add``, add) this block's gradients to ``dWt``/``db``; return its
-        weighted loss sum. ``weights=None`` weighs every row 1. With ``predict``,
-        ``self.predicted`` keeps the block's argmax class (read before the gradient overwrites
-        the logits)."""
-        m = X_block.shape[0]
-        logits, row_loss = self.logits[:m], self.row_loss[:m]
-        if is_sparse(X_block):
-            logits[...] = X_block @ Wt
+    def __init__(
+        self,
+        X,
+        labels: np.ndarray,
+        weights: np.ndarray | None,
+        n_classes: int,
+        backend: str | None = None,
+        n_threads: int | None = None,
+        rows: int | None = None,
+        method: str = "auto",
+    ):
+        n_rows, n_features = X.shape
+        rows = n_rows if rows is None else rows
+        sparse = is_sparse(X)
+        self.method = choose_method(method, n_classes, sparse, backend)
+        kernel = "linear_cross_entropy" if self.method == "fused" else "cross_entropy_labels"
+        work = rows * n_classes * (n_features if self.method == "fused" else 1)
+        self.module, self.threads = kernel_module(kernel, backend, work, n_threads)
+        self.labels = labels
+        self.weights = np.ones(n_rows) if weights is None else weights
+        self.dW = np.zeros((n_classes, n_features), X.dtype)
+        self.db = np.zeros(n_classes, X.dtype)
+        if self.method == "fused":
+            # The kernel's CSR form: int32 column indices (any d that fits memory), int64
+            # offsets (any number of non-zeros).
+            self.X = (
+                (X.data, X.indices.astype(np.int32, copy=False), X.indptr.astype(np.int64))
+                if sparse
+                else (X,)
+            )
+            self.kernel = getattr(self.module, kernel + ("_csr" if sparse else ""))
         else:
-            np.matmul(X_block, Wt, out=logits)
+            self.X = X
+            chunk = min(rows, DEFAULT_CHUNK_ROWS) if rows else 0
+            self.logits = np.empty((max(chunk, 1), n_classes), X.dtype)
+            self.row_loss = np.empty(max(chunk, 1))
+
+    def gradients(self, rows: np.ndarray, W: np.ndarray, b: np.ndarray, scale: float) -> float:
+        """Write the gradients of the rows ``rows`` (int64 indices, any order) to ``dW`` and
+        ``db``, each row's weighted gradient multiplied by ``scale``; return their weighted
+        loss sum ``sum_i w_i CE_i``."""
+        if self.method == "fused":
+            return self.kernel(
+                *self.X,
+                rows,
+                W,
+                b,
+                self.labels,
+                self.weights,
+                scale,
+                self.dW,
+                self.db,
+                self.threads,
+            )
+        # A sorted gather reads X in address order; the sums do not depend on row order.
+        rows = np.sort(rows)
+        return self._blas_chunk(self.X[rows], rows, W, b, scale, add=False)
+
+    def sums(self, W: np.ndarray, b: np.ndarray, chunk_rows: int = DEFAULT_CHUNK_ROWS) -> float:
+        """:meth:`gradients` over all rows, unscaled (the "blas" method by contiguous chunks of
+        ``chunk_rows``)."""
+        n_rows = len(self.labels)
+        if self.method == "fused":
+            return self.gradients(np.arange(n_rows), W, b, 1.0)
+        self.dW.fill(0)
+        self.db.fill(0)
+        loss = 0.0
+        for start in range(0, n_rows, chunk_rows):
+            rows = slice(start, start + chunk_rows)
+            loss += self._blas_chunk(self.X[rows], rows, W, b, 1.0, add=True)
+        return loss
+
+    def _blas_chunk(self, X_rows, rows, W, b, scale: float, add: bool) -> float:
+        if len(self.logits) < X_rows.shape[0]:
+            self.logits = np.empty((X_rows.shape[0], len(b)), W.dtype)
+            self.row_loss = np.empty(X_rows.shape[0])
+        m = X_rows.shape[0]
+        logits, row_loss = self.logits[:m], self.row_loss[:m]
+        if is_sparse(X_rows):
+            logits[...] = X_rows @ W.T
+        else:
+            np.matmul(X_rows, W.T, out=logits)
         logits += b
-        if predict:
-            self.predicted = np.argmax(logits, axis=1)
         self.module.cross_entropy_labels(
             logits,
-            labels,
-            self.unit_weights[:m] if weights is None else weights,
+            self.labels[rows],
+            self.weights[rows],
             scale,
             0.0,
             row_loss,
             logits,
             self.threads,
         )
+        # G^T X: BLAS takes the transposes as flags, without copies.
+        dW = logits.T @ X_rows if not is_sparse(X_rows) else (X_rows.T @ logits).T
         if add:
-            self.dWt += X_block.T @ logits
+            self.dW += dW
             self.db += logits.sum(axis=0)
-            return float(row_loss.sum())
-        if is_sparse(X_block):
-            self.dWt[...] = X_block.T @ logits
         else:
-            np.matmul(X_block.T, logits, out=self.dWt)
-        np.sum(logits, axis=0, out=self.db)
+            self.dW[...] = dW
+            np.sum(logits, axis=0, out=self.db)
         return float(row_loss.sum())
 
 
@@ -95,6 +186,7 @@ def linear_softmax_cross_entropy(
     sample_weight=None,
     l2: float = 0.0,
     chunk_rows: int | None = None,
+    method: str = "auto",
     backend: str | None = None,
     n_threads: int | None = None,
 ) -> tuple[np.floating, np.ndarray, np.ndarray]:
@@ -113,7 +205,12 @@ def linear_softmax_cross_entropy(
         Finite weights >= 0 with a positive sum.
     l2 : float >= 0, default 0
     chunk_rows : int, optional
-        Rows per chunk (default 1024): memory for logits is ``chunk_rows * k``.
+        Rows per chunk of the "blas" method (default 1024): memory for logits is
+        ``chunk_rows * k``.
+    method : {"auto", "fused", "blas"}, default "auto"
+        "fused": one pass of the backend's fused kernel over the rows (no logits array);
+        "blas": logits and ``dW`` by BLAS, chunk by chunk; "auto": the faster for the shape
+        (README, "Training at kernel speed"). Both give the same sums up to rounding.
     backend, n_threads
         As for :func:`fastsoftmax.softmax`.
 
@@ -138,10 +235,11 @@ def linear_softmax_cross_entropy(
     weights = check.training_sample_weight(sample_weight, n_rows)
     l2 = check.real_number(l2, "l2", low=0)
     chunk = check.chunk_rows_value(chunk_rows, DEFAULT_CHUNK_ROWS)
+    method = check.one_of(method, METHODS, "method")
     n_threads = check.n_threads_value(n_threads)
-    sums = block_sums(
-        X, labels, None if sample_weight is None else weights, W, b, backend, n_threads, chunk
-    )
+    if sample_weight is None:
+        weights = None
+    sums = block_sums(X, labels, weights, W, b, backend, n_threads, chunk, method)
     loss, dW, db = mean_objective(sums, W, l2)
     return W.dtype.type(loss), dW.astype(W.dtype), db.astype(W.dtype)
 
@@ -164,29 +262,27 @@ def block_sums(
     backend: str | None = None,
     n_threads: int | None = None,
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
+    method: str = "auto",
+    term: LinearTerm | None = None,
 ) -> BlockSums:
     """Weighted sums of the loss and gradients over the rows of ``X`` (dense or CSR).
 
     ``labels`` are int64 in [0, k); ``weights`` float64 or None (all 1); ``X``, ``W`` and ``b``
     share one float dtype. Nothing is checked here: the callers validated the inputs. The loss
     is summed in float64 and the gradients returned in float64, so adding partial sums (of
-    Dask blocks) loses nothing.
+    Dask blocks) loses nothing. ``term``: a :class:`LinearTerm` of these rows to reuse (a
+    solver evaluating the sums many times).
     """
     n_rows = X.shape[0]
     n_classes, n_features = W.shape
     if n_rows == 0:
         return BlockSums(0.0, 0.0, np.zeros((n_classes, n_features)), np.zeros(n_classes))
-    chunk = min(chunk_rows, n_rows)
-    fused = LinearCrossEntropy(n_classes, n_features, W.dtype, backend, n_threads, chunk)
-    Wt = W.T
-    loss = 0.0
-    for start in range(0, n_rows, chunk):
-        rows = slice(start, start + chunk)
-        loss += fused.gradients(
-            X[rows], Wt, b, labels[rows], None if weights is None else weights[rows], 1.0, add=True
-        )
+    if term is None:
+        term = LinearTerm(X, labels, weights, n_classes, backend, n_threads, chunk_rows, method)
+    W = np.ascontiguousarray(W)
+    loss = term.sums(W, b, chunk_rows)
     weight = float(n_rows) if weights is None else float(weights.sum())
-    return BlockSums(weight, loss, fused.dWt.T.astype(np.float64), fused.db.astype(np.float64))
+    return BlockSums(weight, loss, term.dW.astype(np.float64), term.db.astype(np.float64))
 
 
 def add_block_sums(*parts: BlockSums) -> BlockSums:

@@ -203,10 +203,15 @@ def ignore_index_value(ignore_index):
 REDUCTIONS = ("mean", "sum", "none")
 
 
+def one_of(value, choices: tuple[str, ...], name: str) -> str:
+    """``value`` if it is one of the strings ``choices``."""
+    if not (isinstance(value, str) and value in choices):
+        raise ValueError(f"{name} must be one of {choices}, got {value!r}")
+    return value
+
+
 def reduction_value(reduction) -> str:
-    if reduction not in REDUCTIONS:
-        raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
-    return reduction
+    return one_of(reduction, REDUCTIONS, "reduction")
 
 
 def sgd_arrays(param, grad, velocity, momentum: float, nesterov) -> tuple:
@@ -294,20 +299,16 @@ SCHEDULES = ("constant", "invscaling", "cosine")
 
 def estimator_params(params: dict) -> None:
     """The hyper-parameters of ``SoftmaxRegression`` (``get_params()``), checked at ``fit``."""
-    if params["solver"] not in SOLVERS:
-        raise ValueError(f"solver must be one of {SOLVERS}, got {params['solver']!r}")
+    one_of(params["solver"], SOLVERS, "solver")
     for name in ("batch_size", "max_epochs", "max_iter", "n_iter_no_change"):
         positive_int(params[name], name)
     lr = params["learning_rate"]
     if not (lr == "auto" or (isinstance(lr, (int, float)) and 0 < lr < math.inf)):
         raise ValueError(f"learning_rate must be 'auto' or a finite number > 0, got {lr!r}")
-    if params["schedule"] not in SCHEDULES:
-        raise ValueError(f"schedule must be one of {SCHEDULES}, got {params['schedule']!r}")
+    one_of(params["schedule"], SCHEDULES, "schedule")
     momentum = params["momentum"]
     if not 0 <= momentum < 1:
         raise ValueError(f"momentum must be in [0, 1), got {momentum!r}")
-    if params["nesterov"] and momentum == 0:
-        raise ValueError("nesterov=True needs momentum > 0")
     l2 = params["l2"]
     if not (l2 >= 0 and math.isfinite(l2)):
         raise ValueError(f"l2 must be a finite number >= 0, got {l2!r}")
