@@ -227,18 +227,18 @@ def train(
                 _sgd_step(sgd, sgd_threads, options, lr, b, term.db, vb, 0.0)
                 progress.batch(step_in_epoch, steps_per_epoch)
             mean_loss = epoch_loss / steps_per_epoch + l2_penalty(options.l2, W)
-            state.n_iter += 1
-            state.loss_curve.append(mean_loss)
-            message = f"epoch {state.n_iter}: loss {mean_loss:.4f}"
             # Guessing uniformly costs log(k): a mean loss 100 times that, or a non-finite
             # one, means the steps are too large and the weights are running away.
             finite = mean_loss <= 100 * math.log(n_classes) and bool(np.all(np.isfinite(W)))
             if not finite and constant_lr:
                 raise FloatingPointError(
-                    f"training diverged in epoch {state.n_iter} (loss {mean_loss}); the model "
+                    f"training diverged in epoch {state.n_iter + 1} (loss {mean_loss}); the model "
                     f"keeps the weights it had. Lower learning_rate (now "
                     f"{state.learning_rate:g}) or scale the features."
                 )
+            state.n_iter += 1
+            state.loss_curve.append(mean_loss)
+            message = f"epoch {state.n_iter}: loss {mean_loss:.4f}"
             if finite and (constant_lr or mean_loss <= kept_loss * RISE_ALLOWED):
                 state.coef[...], state.intercept[...] = W, b
                 kept_velocity = (vW.copy(), vb.copy())

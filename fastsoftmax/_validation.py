@@ -293,7 +293,7 @@ def chunk_rows_value(chunk_rows, default: int) -> int:
 
 # -- SoftmaxRegression ---------------------------------------------------------------------------
 
-SOLVERS = ("sgd", "lbfgs")
+SOLVERS = ("auto", "sgd", "lbfgs")
 SCHEDULES = ("constant", "invscaling", "cosine")
 
 
@@ -310,8 +310,8 @@ def estimator_params(params: dict) -> None:
     if not 0 <= momentum < 1:
         raise ValueError(f"momentum must be in [0, 1), got {momentum!r}")
     l2 = params["l2"]
-    if not (l2 >= 0 and math.isfinite(l2)):
-        raise ValueError(f"l2 must be a finite number >= 0, got {l2!r}")
+    if not (l2 == "auto" or (isinstance(l2, numbers.Real) and 0 <= l2 < math.inf)):
+        raise ValueError(f"l2 must be 'auto' or a finite number >= 0, got {l2!r}")
     tol = params["tol"]
     if tol is not None and not tol >= 0:
         raise ValueError(f"tol must be None or >= 0, got {tol!r}")

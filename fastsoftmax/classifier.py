@@ -47,17 +47,19 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
 
     Parameters
     ----------
-    solver : {"sgd", "lbfgs"}, default "sgd"
+    solver : {"auto", "sgd", "lbfgs"}, default "auto"
         "sgd": minibatch SGD with momentum (the parameters from ``learning_rate`` to
         ``shuffle`` below). "lbfgs": SciPy's L-BFGS-B on the whole data set per iteration, the
         loss and gradient coming from the fused kernel of
         :func:`fastsoftmax.linear_softmax_cross_entropy`; it starts from zero weights, is
-        deterministic and uses ``max_iter``, ``tol`` and ``l2`` only. Without ``l2`` the
-        optimum of separable data is at infinity: L-BFGS then runs to ``max_iter``.
-        ``l2 = 1 / (C * n_samples)`` gives the objective of scikit-learn's
-        ``LogisticRegression(C=C)``. On Dask input, "sgd" runs blockwise ``partial_fit``
-        passes (the model travels to the blocks) and "lbfgs" reduces the loss and gradient
-        of all blocks on the workers every iteration.
+        deterministic and uses ``max_iter``, ``tol`` and ``l2`` only. "auto" (stored in
+        ``solver_``): "lbfgs" when one pass over the data is cheap, that is when
+        ``stored entries of X * n_classes <= 5e7`` (``n_samples * n_features`` dense, the
+        non-zeros for CSR; 5e7 is about 10 ms a pass here: a few hundred passes stay within
+        seconds, and full-batch L-BFGS converges where 10 epochs of SGD on few minibatches
+        cannot), "sgd" above it or with ``early_stopping``. On Dask input, "sgd" runs
+        blockwise ``partial_fit`` passes (the model travels to the blocks) and "lbfgs" reduces
+        the loss and gradient of all blocks on the workers every iteration.
     learning_rate : float or "auto", default "auto"
         Initial step size; "auto" takes ``24 / (1 + mean squared norm of the rows of X)``,
         which follows the scale of the features (stored in ``learning_rate_``).
@@ -67,9 +69,16 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
     power_t : float, default 0.5
         Exponent of the "invscaling" schedule.
     momentum : float in [0, 1), default 0.9
+        0 gives plain SGD.
     nesterov : bool, default True
-    l2 : float >= 0, default 0
-        Weight decay on ``W`` (not on ``b``).
+        Nesterov momentum (when ``momentum > 0``; ignored with ``momentum=0``).
+    l2 : float >= 0 or "auto", default "auto"
+        Penalty ``l2 / 2 * ||W||^2`` (weight decay; not on ``b``). "auto" (stored in ``l2_``)
+        is ``1 / n_samples`` in ``fit``, the penalty of scikit-learn's
+        ``LogisticRegression()`` (``C=1``): it keeps the optimum finite on separable data, so
+        L-BFGS converges, and is negligible for SGD on large data. ``partial_fit`` keeps the
+        ``l2_`` of an earlier ``fit``, else takes 0 (the number of rows is not known).
+        ``l2 = 1 / (C * n_samples)`` is the objective of ``LogisticRegression(C=C)``.
     batch_size : int, default 256
     max_epochs : int, default 10
         "sgd": the number of epochs (passes over the data).
@@ -112,6 +121,10 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
     intercept_ : ndarray (n_classes,)
     classes_ : ndarray (n_classes,)
     n_features_in_ : int
+    solver_ : str
+        The solver ``fit`` used ("sgd" or "lbfgs").
+    l2_ : float
+        The penalty used.
     learning_rate_ : float
         The initial step size used (NaN after an L-BFGS fit: a later ``partial_fit`` resolves
         one).
@@ -126,11 +139,14 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
 
     Notes
     -----
-    The defaults (Nesterov momentum 0.9, the "auto" step with cosine decay over 10 epochs,
+    The SGD defaults (Nesterov momentum 0.9, the "auto" step with cosine decay over 10 epochs,
     batches of 256) were chosen on Fashion-MNIST, where they reach about 0.845 test accuracy in
     10 epochs against 0.829 for plain SGD at a constant step of 0.1, and on digits (0.95);
-    ``tol`` stops earlier on easy data. Features of very different scales still slow SGD down:
-    standardise them if they differ by orders of magnitude.
+    ``tol`` stops earlier on easy data. An epoch whose mean loss rises above the last kept
+    epoch's (or is not finite) is undone and the step size halved for the epochs after it
+    (printed with ``verbose``; a non-finite epoch warns, and so does a fit that keeps no
+    epoch). Features of very different scales still slow SGD down: standardise them if they
+    differ by orders of magnitude.
 
     ``partial_fit`` always takes SGD steps (one epoch at a constant step), whatever ``solver``:
     after an L-BFGS fit it fine-tunes the L-BFGS weights.
@@ -144,23 +160,29 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
     >>> model.score(X_test, y_test) > 0.9
     True
 
-    Full-batch L-BFGS, with the penalty of ``LogisticRegression(C=1)``:
+    Digits are small (1437 x 64): "auto" chose full-batch L-BFGS, with the penalty of
+    ``LogisticRegression()``:
 
-    >>> lbfgs = SoftmaxRegression(solver="lbfgs", l2=1 / len(X_train), max_iter=500)
-    >>> lbfgs.fit(X_train, y_train).score(X_test, y_test) > 0.9
+    >>> model.solver_, model.l2_ == 1 / len(X_train)
+    ('lbfgs', True)
+
+    Minibatch SGD for large data:
+
+    >>> sgd = SoftmaxRegression(solver="sgd", random_state=0).fit(X_train, y_train)
+    >>> sgd.score(X_test, y_test) > 0.9
     True
     """
 
     def __init__(
         self,
         *,
-        solver: str = "sgd",
+        solver: str = "auto",
         learning_rate: float | str = "auto",
         schedule: str = "cosine",
         power_t: float = 0.5,
         momentum: float = 0.9,
         nesterov: bool = True,
-        l2: float = 0.0,
+        l2: float | str = "auto",
         batch_size: int = 256,
         max_epochs: int = 10,
         max_iter: int = 100,
@@ -281,14 +303,16 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
             data, keep_weights = self._dask_training_data(X, y, sample_weight)
         else:
             data, keep_weights = self._training_data(X, y, sample_weight)
+        self.solver_ = choose_solver(self.solver, data, len(self.classes_), self.early_stopping)
+        self.l2_ = 1.0 / data.n_rows if self.l2 == "auto" else float(self.l2)
         state = self._initial_state(keep_weights, data.n_features)
-        if self.solver == "lbfgs":
+        if self.solver_ == "lbfgs":
             result = self._train(
                 state,
                 "iteration",
                 _lbfgs.train,
                 data,
-                l2=float(self.l2),
+                l2=self.l2_,
                 max_iter=self.max_iter,
                 tol=self.tol,
                 verbose=self.verbose,
@@ -337,7 +361,7 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
 
     def _dask_training_data(self, X, y, sample_weight):
         dask = _dask_module()
-        if self.solver == "sgd":
+        if self.solver != "lbfgs":
             check.no_early_stopping_on_dask(self.early_stopping)
         X, input_attributes = self._dask_input(dask, X, fitted=False)
         y = dask.rows(y, "y", X.chunks[0])
@@ -366,7 +390,7 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
         ``random_state`` either way."""
         rng = _sgd.seeded_rng(self.random_state)
         dtype, n_classes = np.dtype(self.dtype), len(self.classes_)
-        if self.solver == "sgd":
+        if self.solver_ == "sgd":
             if keep_weights:
                 return _sgd.SGDState(self.coef_, self.intercept_, self._velocity, rng)
             return _sgd.initial_state(n_classes, n_features, dtype, rng)
@@ -378,7 +402,8 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
 
     def _sgd_options(self, **changes) -> _sgd.SGDOptions:
         names = [f.name for f in dataclasses.fields(_sgd.SGDOptions)]
-        return _sgd.SGDOptions(**{name: getattr(self, name) for name in names} | changes)
+        options = {name: getattr(self, name) for name in names} | {"l2": self.l2_}
+        return _sgd.SGDOptions(**options | changes)
 
     def _state(self) -> _sgd.SGDState:
         """The model's training state (sharing its arrays), for ``partial_fit``."""
@@ -428,6 +453,10 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
             data = self._dask_partial_data(X, y, classes, sample_weight, first_call)
         else:
             data = self._partial_data(X, y, classes, sample_weight, first_call)
+        if self.l2 != "auto":
+            self.l2_ = float(self.l2)
+        elif first_call or not hasattr(self, "l2_"):
+            self.l2_ = 0.0
         if first_call:
             rng = _sgd.seeded_rng(self.random_state)
             state = _sgd.initial_state(len(self.classes_), data.n_features, self.dtype, rng)
@@ -603,6 +632,23 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
         model.learning_rate_ = float(arrays["learning_rate"])
         model.loss_curve_ = arrays["loss_curve"].tolist()
         return model
+
+
+#: solver="auto" takes L-BFGS up to this many stored entries of X times classes: one pass of
+#: the fused kernel then costs about 10 ms on the benchmark machine (README, "Training at
+#: kernel speed").
+AUTO_LBFGS_MAX_WORK = 5e7
+
+
+def choose_solver(solver: str, data, n_classes: int, early_stopping: bool) -> str:
+    """``solver``, or for "auto": "lbfgs" when a full pass over ``data`` is cheap (see
+    :data:`AUTO_LBFGS_MAX_WORK`) and ``early_stopping`` is off, "sgd" otherwise."""
+    if solver != "auto":
+        return solver
+    if early_stopping:
+        return "sgd"
+    entries = getattr(getattr(data, "X", None), "nnz", data.n_rows * data.n_features)
+    return "lbfgs" if entries * n_classes <= AUTO_LBFGS_MAX_WORK else "sgd"
 
 
 def _has_dask(*objects) -> bool:

@@ -186,6 +186,8 @@ def test_dask_dataframe_and_series(client):
 def test_sgd_is_blockwise_partial_fit_in_block_order(client):
     X, y = blobs(dtype=np.float64)
     params = {
+        "solver": "sgd",
+        "l2": 0.0,  # as partial_fit's: "auto" is 1 / n_samples in fit, 0 in partial_fit
         "learning_rate": 0.05,
         "shuffle": False,
         "max_epochs": 3,
@@ -207,7 +209,7 @@ def test_sgd_is_blockwise_partial_fit_in_block_order(client):
 def test_sgd_shuffled_passes_are_seeded_and_learn(client):
     X, y = blobs()
     fits = [
-        SoftmaxRegression(random_state=seed, max_epochs=4, tol=None).fit(
+        SoftmaxRegression(solver="sgd", random_state=seed, max_epochs=4, tol=None).fit(
             da.from_array(X, (50, -1)), da.from_array(y, 50)
         )
         for seed in (0, 0, 1)

@@ -23,7 +23,13 @@ from fastsoftmax import SoftmaxRegression, _data, _linear, _sgd
 N, D, K = 300, 5, 3
 BATCH = 100  # 3 minibatches per epoch
 SETTINGS = dict(
-    random_state=0, schedule="constant", shuffle=False, tol=None, batch_size=BATCH, max_epochs=4
+    solver="sgd",
+    random_state=0,
+    schedule="constant",
+    shuffle=False,
+    tol=None,
+    batch_size=BATCH,
+    max_epochs=4,
 )
 
 
@@ -114,7 +120,7 @@ def test_a_fit_whose_every_epoch_raises_the_loss_warns_and_keeps_its_start(data)
         model.fit(X * 1e3, y)
     assert_array_equal(model.coef_, start.coef)
     assert_array_equal(model.intercept_, start.intercept)
-    assert_usable(model, data, "after a fit that kept no epoch")
+    assert np.isfinite(model.predict_proba(X)).all()
 
 
 def test_divergence_in_partial_fit_leaves_the_model_as_it_was(data):
