@@ -24,6 +24,8 @@ from fastsoftmax import SoftmaxRegression
 from fastsoftmax.datasets import load_fashion_mnist
 
 CLASSIC = {
+    "solver": "sgd",
+    "l2": 0.0,
     "learning_rate": 0.1,
     "momentum": 0.0,
     "nesterov": False,
@@ -139,7 +141,7 @@ def main() -> None:
     tiny = np.ascontiguousarray(X[:, 400:401])
     tiny_fits = {
         backend: lambda backend=backend: SoftmaxRegression(
-            random_state=0, backend=backend, tol=None, max_epochs=3
+            solver="sgd", random_state=0, backend=backend, tol=None, max_epochs=3
         ).fit(tiny, y)
         for backend in fastsoftmax.available_backends()
     }

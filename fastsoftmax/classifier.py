@@ -82,7 +82,7 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
     batch_size : int, default 256
     max_epochs : int, default 10
         "sgd": the number of epochs (passes over the data).
-    max_iter : int, default 100
+    max_iter : int, default 1000
         "lbfgs": the most L-BFGS iterations; each evaluates the loss and gradient over the whole
         data once, or a few times when its line search needs them. Reaching it warns
         (``ConvergenceWarning``).
@@ -185,7 +185,7 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
         l2: float | str = "auto",
         batch_size: int = 256,
         max_epochs: int = 10,
-        max_iter: int = 100,
+        max_iter: int = 1000,
         tol: float | None = 1e-4,
         n_iter_no_change: int = 3,
         early_stopping: bool = False,

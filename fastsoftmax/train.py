@@ -18,6 +18,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--path", help="folder of the Fashion-MNIST IDX files (default: $FASTSOFTMAX_DATA)"
     )
+    parser.add_argument(
+        "--solver", default=None, help="auto (the default: lbfgs on small data), sgd or lbfgs"
+    )
     parser.add_argument("--epochs", type=int, default=None, help="max_epochs (default 10)")
     parser.add_argument("--backend", default=None, help="numpy, numba, cython or auto")
     parser.add_argument("--batch-size", type=int, default=None, help="default 256")
@@ -49,6 +52,7 @@ def run(args: argparse.Namespace) -> int:
 
     X_train, y_train, X_test, y_test = load_data(args.data, args.path)
     chosen = {
+        "solver": args.solver,
         "max_epochs": args.epochs,
         "backend": args.backend,
         "batch_size": args.batch_size,
@@ -68,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
     fit_seconds = time.perf_counter() - start
     print(
         f"test accuracy {model.score(X_test, y_test):.4f}, fit time {fit_seconds:.2f} s "
-        f"({model.n_iter_} epochs)"
+        f"({model.solver_}, {model.n_iter_} {'epochs' if model.solver_ == 'sgd' else 'iterations'})"
     )
     if args.save:
         model.save(args.save)

@@ -84,6 +84,7 @@ def _epoch_runner(backend: str, data, mode, n_threads) -> Runner:
     from fastsoftmax.classifier import SoftmaxRegression
 
     model = SoftmaxRegression(
+        solver="sgd",
         max_epochs=1,
         tol=None,
         random_state=0,
