@@ -134,3 +134,39 @@ def test_nonfinite_weights_give_nan(kernels, dtype):
         data, indices, indptr, rows, W, b, labels, weights, 1.0, dW, db, 2
     )
     assert np.isnan(loss)
+
+
+@pytest.mark.parametrize("form", ["dense", "csr"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
+def test_two_runs_match_reference_and_repeat(kernels, dtype, form):
+    """Work large enough for two runs (MIN_WORK_PER_THREAD): the partials summed in run order
+    agree with the reference and are bit-for-bit the same from call to call."""
+    rng = np.random.default_rng(2)
+    n, d, k = 1000, 3000, 10
+    X = scipy_sparse.random(n, d, density=0.1, format="csr", dtype=dtype, random_state=3)
+    W = (0.1 * rng.standard_normal((k, d))).astype(dtype)
+    b = rng.standard_normal(k).astype(dtype)
+    labels = rng.integers(-1, k, n)
+    weights = rng.random(n)
+    rows = rng.permutation(n).astype(np.int64)
+    if form == "dense":
+        data = (np.ascontiguousarray(X.toarray()),)
+        kernel, reference = kernels.linear_cross_entropy, numpy_reference.linear_cross_entropy
+    else:
+        data = (X.data, X.indices.astype(np.int32), X.indptr.astype(np.int64))
+        kernel = kernels.linear_cross_entropy_csr
+        reference = numpy_reference.linear_cross_entropy_csr
+    results = []
+    for _ in range(2):
+        dW, db = np.empty_like(W), np.empty_like(b)
+        loss = kernel(*data, rows, W, b, labels, weights, 1 / n, dW, db, 2)
+        results.append((loss, dW, db))
+    dW_ref, db_ref = np.empty_like(W), np.empty_like(b)
+    loss_ref = reference(*data, rows, W, b, labels, weights, 1 / n, dW_ref, db_ref, 1)
+    (loss, dW, db), (loss2, dW2, db2) = results
+    # Sums over ~1000 rows: allow for that many roundings of the float32 gradient entries.
+    tolerance = {np.float32: 1e-4, np.float64: 1e-12}[dtype]
+    assert abs(loss - loss_ref) <= tolerance * abs(loss_ref)
+    assert np.abs(dW - dW_ref).max() <= tolerance * max(1.0, np.abs(dW_ref).max())
+    assert np.abs(db - db_ref).max() <= tolerance * max(1.0, np.abs(db_ref).max())
+    assert loss == loss2 and np.array_equal(dW, dW2) and np.array_equal(db, db2)

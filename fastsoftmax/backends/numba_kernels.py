@@ -10,6 +10,9 @@ Design
   the exp-based kernels (softmax, log_softmax, logsumexp, both cross-entropies: the row loop
   around a per-kernel *finish*, and *prepare* where a row must be read before it is
   overwritten), by :func:`_rows` for the backward kernels, or written out for SGD.
+* The fused linear kernels (softmax regression on rows taken by index) pass :func:`_kernel` a
+  :class:`_Parts`: fewer runs than threads for small work, per-run partial dW/db summed in run
+  order (deterministic), dense rows in blocks of ``ROWS_PER_BLOCK`` sharing each W load.
 * Per row: maximum, exp-and-sum (into the output row, a scratch row or nowhere, whichever the
   kernel is fastest with), then the finish writes the outputs; each is a plain loop that LLVM
   vectorises. Rows narrower than ``NARROW`` go in blocks of ``BLOCK`` rows with one exp loop
