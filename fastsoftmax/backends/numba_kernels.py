@@ -10,6 +10,9 @@ Design
   the exp-based kernels (softmax, log_softmax, logsumexp, both cross-entropies: the row loop
   around a per-kernel *finish*, and *prepare* where a row must be read before it is
   overwritten), by :func:`_rows` for the backward kernels, or written out for SGD.
+* The fused linear kernels (softmax regression on rows taken by index) pass :func:`_kernel` a
+  :class:`_Parts`: fewer runs than threads for small work, per-run partial dW/db summed in run
+  order (deterministic), dense rows in blocks of ``ROWS_PER_BLOCK`` sharing each W load.
 * Per row: maximum, exp-and-sum (into the output row, a scratch row or nowhere, whichever the
   kernel is fastest with), then the finish writes the outputs; each is a plain loop that LLVM
   vectorises. Rows narrower than ``NARROW`` go in blocks of ``BLOCK`` rows with one exp loop
@@ -295,7 +298,33 @@ def {name}({parameters}, n_threads):
 """
 
 
-def _kernel(name, parameters, work, doc=None):
+_PARTS_KERNEL_SOURCE = """\
+def {name}({parameters}, n_threads):
+    n_runs = runs({first}, ({rest},), n_threads)
+    scratch = make_scratch({first}, ({rest},), n_runs)
+    if n_runs == 1:  # no pool dispatch
+        work({first}, ({rest},), 0, 1, scratch)
+    else:
+        caller_threads = numba.get_num_threads()
+        numba.set_num_threads(n_runs)
+        for run in prange(n_runs):
+            work({first}, ({rest},), run, n_runs, scratch)
+        numba.set_num_threads(caller_threads)
+    return gather({first}, ({rest},), scratch)
+"""
+
+
+class _Parts:
+    """Hooks of a kernel whose runs accumulate into per-run scratch, combined afterwards:
+    ``runs(x, args, n_threads)``, how many runs the work is worth; ``scratch(x, args, n_runs)``,
+    the per-run buffers, passed to ``work(x, args, run, n_runs, scratch)``; ``gather(x, args,
+    scratch)``, which combines them in a fixed order and returns the kernel's result."""
+
+    def __init__(self, runs, scratch, gather):
+        self.runs, self.scratch, self.gather = runs, scratch, gather
+
+
+def _kernel(name, parameters, work, doc=None, parts=None):
     """The raw kernel ``name(parameters..., n_threads)``: runs ``work`` once per thread.
 
     Here and only here: ``n_threads`` is applied, and the caller's setting restored on return.
@@ -307,14 +336,19 @@ def _kernel(name, parameters, work, doc=None):
     ``work`` must stay a call, not ``inline="always"``: with ``args`` unpacked inside the prange
     body itself, Numba 0.68 dropped the writes to the arrays taken from it. The row finishes are
     inlined into ``work`` instead (a call per row cost 2x on (1M, 10)).
+
+    With ``parts`` (a :class:`_Parts`), the kernel has fewer runs than threads when the work is
+    small, and returns what ``parts.gather`` does.
     """
     first, *rest = parameters.split(", ")
-    source = _KERNEL_SOURCE.format(
+    source = (_KERNEL_SOURCE if parts is None else _PARTS_KERNEL_SOURCE).format(
         name=name, parameters=parameters, first=first, rest=", ".join(rest)
     )
     filename = f"<fastsoftmax numba kernel {name}>"
     linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)  # tracebacks
     namespace = {"numba": numba, "prange": prange, "work": work}
+    if parts is not None:
+        namespace.update(runs=parts.runs, make_scratch=parts.scratch, gather=parts.gather)
     exec(compile(source, filename, "exec"), namespace)
     function = namespace[name]
     function.__module__, function.__doc__ = __name__, doc
@@ -655,4 +689,192 @@ log_softmax_backward = _kernel(
 sgd = _kernel("sgd", "param, grad, lr, weight_decay", _sgd_run)
 sgd_momentum = _kernel(
     "sgd_momentum", "param, grad, velocity, lr, momentum, weight_decay, nesterov", _sgd_momentum_run
+)
+
+
+# -- fused linear cross-entropy -----------------------------------------------------------------
+# Softmax regression on a minibatch of X taken by row index: logits o = W x + b, loss and the
+# gradient (dW, db) in one pass over the rows, so X is read once and no (m, k) logits or (m, d)
+# gathered copy exists. Each run accumulates into its own partial dW/db (run 0 into dW/db
+# themselves), summed afterwards in run order: deterministic for a given n_threads.
+
+# Dense rows go ROWS_PER_BLOCK at a time: each W[c] vector loaded serves that many dot products,
+# and each dW[c] vector is loaded and stored once per block.
+ROWS_PER_BLOCK = 4
+# Multiply-adds (rows * k * d, or rows * k * stored entries for CSR) below which a second thread
+# costs more than it saves (see _linear_runs).
+MIN_WORK_PER_THREAD = 1 << 20
+
+
+@njit
+def _linear_runs(work, n_threads):
+    """How many runs (threads) ``work`` multiply-adds are worth, at most ``n_threads``."""
+    return max(1, min(n_threads, work // MIN_WORK_PER_THREAD))
+
+
+@njit
+def _dense_runs(X, args, n_threads):
+    rows, W = args[0], args[1]
+    return _linear_runs(rows.shape[0] * W.shape[0] * W.shape[1], n_threads)
+
+
+@njit
+def _csr_runs(X_data, args, n_threads):
+    X_indptr, rows, W = args[1], args[2], args[3]
+    mean_stored = max(1, X_indptr[-1] // max(1, X_indptr.shape[0] - 1))
+    return _linear_runs(rows.shape[0] * W.shape[0] * mean_stored, n_threads)
+
+
+@njit
+def _linear_scratch(x, args, n_runs):
+    """Per-run partial (dW, db, loss): runs 1.. accumulate into these, run 0 into dW, db."""
+    dW = args[-2]
+    k, d = dW.shape
+    return (
+        np.empty((n_runs - 1, k, d), dW.dtype),
+        np.empty((n_runs - 1, k), dW.dtype),
+        np.zeros(n_runs),
+    )
+
+
+@njit(fastmath=EXACT)
+def _linear_gather(x, args, scratch):
+    """Add the partials of runs 1.. into dW and db in run order; the loss summed likewise."""
+    dW, db = args[-2], args[-1]
+    dW_parts, db_parts, losses = scratch
+    for run in range(dW_parts.shape[0]):
+        dW += dW_parts[run]
+        db += db_parts[run]
+    loss = 0.0
+    for run in range(losses.shape[0]):
+        loss += losses[run]
+    return loss
+
+
+@njit(inline="always")
+def _run_outputs(dW, db, parts, run):
+    """The zeroed (dW, db) that ``run`` accumulates into."""
+    gW, gb = (dW, db) if run == 0 else (parts[0][run - 1], parts[1][run - 1])
+    gW[:] = 0
+    gb[:] = 0
+    return gW, gb
+
+
+@njit(fastmath=EXACT)
+def _softmax_gradient(o, label, c):
+    """Turn the logits ``o`` into c (softmax(o) - e_label) in place and return logsumexp(o) -
+    o[label] in float64. Shifted by the maximum even when it is not finite, as the reference's
+    cross-entropy: the row's loss and gradient are then NaN."""
+    m = o[0]
+    for j in range(1, o.shape[0]):
+        m = o[j] if o[j] > m else m
+    label_logit = np.float64(o[label]) - m
+    s = 0.0
+    for j in range(o.shape[0]):
+        e = vexp(o[j] - m)
+        o[j] = e
+        s += e
+    inv = like(c / s, m)
+    for j in range(o.shape[0]):
+        o[j] *= inv
+    o[label] -= like(c, m)
+    return np.log(s) - label_logit
+
+
+@njit(fastmath=REDUCE)
+def _dots4(W, c, X, i0, i1, i2, i3):
+    """W[c] . X[i] for the four rows i, in the dtype: one load of W[c, j] serves four rows.
+    Indices, not row views: a view costs a reference count update, per class and row here."""
+    s0 = s1 = s2 = s3 = like(0.0, W[0, 0])
+    for j in range(W.shape[1]):
+        w = W[c, j]
+        s0 += w * X[i0, j]
+        s1 += w * X[i1, j]
+        s2 += w * X[i2, j]
+        s3 += w * X[i3, j]
+    return s0, s1, s2, s3
+
+
+@njit(fastmath=EXACT)
+def _add_outer4(gW, c, G, X, i0, i1, i2, i3):
+    """gW[c] += G[0, c] X[i0] + ... + G[3, c] X[i3]: gW[c] loaded and stored once for four rows."""
+    g0, g1, g2, g3 = G[0, c], G[1, c], G[2, c], G[3, c]
+    for j in range(gW.shape[1]):
+        gW[c, j] += g0 * X[i0, j] + g1 * X[i1, j] + g2 * X[i2, j] + g3 * X[i3, j]
+
+
+@njit(fastmath=EXACT)
+def _linear_dense_run(X, args, run, n_runs, parts):
+    rows, W, b, labels, weights, scale, dW, db = args
+    k = W.shape[0]
+    gW, gb = _run_outputs(dW, db, parts, run)
+    G = np.empty((ROWS_PER_BLOCK, k), W.dtype)  # the block's logits, then its gradients
+    loss = 0.0
+    start, stop = _run_range(rows.shape[0], n_runs, run)
+    for first in range(start, stop, ROWS_PER_BLOCK):
+        # A short last block repeats its last row, with a zero gradient.
+        i0 = rows[first]
+        i1 = rows[min(first + 1, stop - 1)]
+        i2 = rows[min(first + 2, stop - 1)]
+        i3 = rows[min(first + 3, stop - 1)]
+        for c in range(k):
+            s0, s1, s2, s3 = _dots4(W, c, X, i0, i1, i2, i3)
+            G[0, c], G[1, c], G[2, c], G[3, c] = s0 + b[c], s1 + b[c], s2 + b[c], s3 + b[c]
+        for r in range(ROWS_PER_BLOCK):
+            i = rows[first + r] if first + r < stop else -1
+            label = labels[i] if i >= 0 else -1
+            if label < 0:
+                G[r] = 0
+            else:
+                loss += weights[i] * _softmax_gradient(G[r], label, scale * weights[i])
+        for c in range(k):
+            _add_outer4(gW, c, G, X, i0, i1, i2, i3)
+            gb[c] += (G[0, c] + G[1, c]) + (G[2, c] + G[3, c])
+    parts[2][run] = loss
+
+
+@njit(fastmath=REDUCE)
+def _sparse_dot(w, data, indices, lo, hi):
+    s = like(0.0, w[0])
+    for p in range(lo, hi):
+        s += data[p] * w[indices[p]]
+    return s
+
+
+@njit(fastmath=EXACT)
+def _linear_csr_run(X_data, args, run, n_runs, parts):
+    X_indices, X_indptr, rows, W, b, labels, weights, scale, dW, db = args
+    k = W.shape[0]
+    gW, gb = _run_outputs(dW, db, parts, run)
+    o = np.empty(k, W.dtype)
+    loss = 0.0
+    start, stop = _run_range(rows.shape[0], n_runs, run)
+    for t in range(start, stop):
+        i = rows[t]
+        label = labels[i]
+        if label < 0:
+            continue
+        lo, hi = X_indptr[i], X_indptr[i + 1]
+        for c in range(k):
+            o[c] = _sparse_dot(W[c], X_data, X_indices, lo, hi) + b[c]
+        loss += weights[i] * _softmax_gradient(o, label, scale * weights[i])
+        for c in range(k):
+            gc, gw = o[c], gW[c]
+            for p in range(lo, hi):  # duplicate indices add up
+                gw[X_indices[p]] += gc * X_data[p]
+            gb[c] += gc
+    parts[2][run] = loss
+
+
+linear_cross_entropy = _kernel(
+    "linear_cross_entropy",
+    "X, rows, W, b, labels, weights, scale, dW, db",
+    _linear_dense_run,
+    parts=_Parts(_dense_runs, _linear_scratch, _linear_gather),
+)
+linear_cross_entropy_csr = _kernel(
+    "linear_cross_entropy_csr",
+    "X_data, X_indices, X_indptr, rows, W, b, labels, weights, scale, dW, db",
+    _linear_csr_run,
+    parts=_Parts(_csr_runs, _linear_scratch, _linear_gather),
 )
