@@ -33,6 +33,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from fastsoftmax import _api
+from fastsoftmax._linear import linear_softmax_cross_entropy
 
 #: The dtypes every kernel takes.
 DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
@@ -91,6 +92,33 @@ def _vectors(shape, dtype, rng):
     }
 
 
+#: Classes of the linear kernels' inputs, whose shape is (rows, features): softmax regression's
+#: typical k.
+LINEAR_CLASSES = 10
+
+
+def _linear(sparse: bool) -> Callable:
+    """Inputs of the linear + softmax + cross-entropy kernels: rows ``X`` (n, d), dense or CSR
+    (a third of the entries stored), weights ``W`` (k, d) and ``b``, labels and row weights."""
+
+    def make(shape, dtype, rng):
+        from scipy.sparse import csr_matrix
+
+        n_rows, n_features = shape
+        X = rng.standard_normal(shape, dtype=dtype)
+        if sparse:
+            X = csr_matrix(np.where(rng.random(shape) < 1 / 3, X, 0))
+        return {
+            "X": X,
+            "W": 0.1 * rng.standard_normal((LINEAR_CLASSES, n_features), dtype=dtype),
+            "b": rng.standard_normal(LINEAR_CLASSES, dtype=dtype),
+            "labels": rng.integers(0, LINEAR_CLASSES, n_rows),
+            "weights": rng.random(n_rows) + 0.5,
+        }
+
+    return make
+
+
 #: Input family name -> ``make(shape, dtype, rng)`` returning the named arrays.
 INPUTS: dict[str, Callable[[tuple, np.dtype, np.random.Generator], dict[str, np.ndarray]]] = {
     "rows": _rows,
@@ -98,6 +126,8 @@ INPUTS: dict[str, Callable[[tuple, np.dtype, np.random.Generator], dict[str, np.
     "softmax_backward": _backward_of(_api.softmax),
     "log_softmax_backward": _backward_of(_api.log_softmax),
     "vectors": _vectors,
+    "linear": _linear(sparse=False),
+    "linear_csr": _linear(sparse=True),
 }
 
 
@@ -179,6 +209,14 @@ def _call_cross_entropy(target: str, **settings) -> Callable[..., tuple]:
         )
 
     return call
+
+
+def _call_linear(data, mode="alloc", **options):
+    X, W, b, labels = data["X"], data["W"], data["b"], data["labels"]
+    weights = data["weights"]
+    return linear_softmax_cross_entropy(
+        X, W, b, labels, sample_weight=weights, method="fused", **options
+    )
 
 
 #: The step ``sgd_momentum`` is called with (peers time the same step).
@@ -268,6 +306,22 @@ KERNELS: dict[str, Kernel] = {
         ),
         _backward_kernel("softmax"),
         _backward_kernel("log_softmax"),
+        *(
+            Kernel(
+                f"linear_cross_entropy{suffix}",
+                (*matrix, "rows", "W", "b", "labels", "weights", "scale", "dW", "db", *_THREADS),
+                "linear_softmax_cross_entropy",
+                f"linear{suffix}",
+                _call_linear,
+                # X read once, W read and dW written, the labels and weights of each row
+                lambda shape, size: (
+                    _size(shape, size) + 2 * LINEAR_CLASSES * shape[1] * size + 16 * shape[0]
+                ),
+                modes=("alloc",),
+                bench=False,
+            )
+            for suffix, matrix in (("", ("X",)), ("_csr", ("X_data", "X_indices", "X_indptr")))
+        ),
         Kernel(
             "sgd",
             ("param", "grad", "lr", "weight_decay", "n_threads"),
