@@ -133,7 +133,10 @@ def _extension(variant: str) -> Extension:
     """The extension for ``variant``, cythonized in its own directory (one C file per module)."""
     name = MODULE if variant == "baseline" else f"{MODULE}_{variant}"
     extension = Extension(
-        name, [SOURCE], include_dirs=["src_cython"], depends=[TEMPLATE, "src_cython/rowops.h"]
+        name,
+        [SOURCE],
+        include_dirs=["src_cython"],
+        depends=[TEMPLATE, "src_cython/rowops.h", "src_cython/linear.h"],
     )
     directives = {"language_level": 3, **(DEBUG_DIRECTIVES if DEBUG else RELEASE_DIRECTIVES)}
     return cythonize(

@@ -1,0 +1,215 @@
+/* Fused softmax regression (linear layer + cross-entropy) for the Cython kernels: one thread's
+ * share of the rows, dense or CSR, into that thread's own dW and db.
+ *
+ * Dense rows are register-blocked like a small GEMM: a block of FS_LINEAR_ROWS rows against
+ * FS_LINEAR_CLASSES classes at a time, so that each vector loaded (of a row, of W or of dW)
+ * serves several FMAs. Row by row the loops were bound by loads (one W load per FMA): an epoch
+ * of Fashion-MNIST minibatches took 86-110 ms. The block functions take their row and class
+ * counts as arguments but are always inlined with constants, so the compiler unrolls them into
+ * registers; the few counts needed (full blocks, and the 1-3 left over) are instantiated by the
+ * callers. The rows are taken by index: a minibatch is never gathered into a copy.
+ *
+ * Precision: dot products and dW accumulate in the array's dtype (as BLAS does for float32); the
+ * softmax sums and the loss in double, as in rowops.h.
+ */
+#ifndef FASTSOFTMAX_LINEAR_H
+#define FASTSOFTMAX_LINEAR_H
+
+#include <stdint.h>
+#include <string.h>
+
+#include "rowops.h"
+
+#define FS_LINEAR_ROWS 4
+#define FS_LINEAR_CLASSES 4
+/* The dot products' lane arrays: one AVX-512 vector (narrower targets use two or four). */
+#define FS_LANE_BYTES 64
+
+#if defined(__GNUC__) || defined(__clang__)
+#define FS_ALWAYS_INLINE static inline __attribute__((always_inline))
+/* A minibatch's rows are scattered over X, so a row's lines miss every cache: the next block's
+ * rows are requested (into L2) while this block computes. */
+#define FS_PREFETCH(address) __builtin_prefetch((address), 0, 2)
+#else
+#define FS_ALWAYS_INLINE static inline
+#define FS_PREFETCH(address)
+#endif
+
+static inline void fs_prefetch_row(const void *row, size_t bytes) {
+    for (size_t offset = 0; offset < bytes; offset += 64) FS_PREFETCH((const char *)row + offset);
+}
+
+#define FS_DEFINE_LINEAR(T, SUFFIX)                                                              \
+    /* o (a row's k logits) becomes its gradient scale w (softmax(o) - e_label); returns its    \
+     * weighted loss w (logsumexp(o) - o[label]). Non-finite logits need no branch: a NaN or    \
+     * +inf maximum, or a row of -inf, makes every o - max NaN or the sum NaN, so the row's      \
+     * loss and gradient are NaN as in the reference (also at w = 0: 0 * NaN). */               \
+    static inline double fs_linear_row_##SUFFIX(T *o, ptrdiff_t k, int64_t label, double w,      \
+                                                double scale) {                                  \
+        if (label < 0) {                                                                         \
+            memset(o, 0, k * sizeof(T));                                                         \
+            return 0.0;                                                                          \
+        }                                                                                        \
+        T m = fs_row_max_##SUFFIX(o, k);                                                         \
+        double label_shift = (double)o[label] - m; /* before o is overwritten */                 \
+        double s = fs_exp_sum_store_##SUFFIX(o, m, o, k);                                        \
+        double c = scale * w;                                                                    \
+        fs_scale_##SUFFIX(o, (T)(c / s), k);                                                     \
+        o[label] -= (T)c;                                                                        \
+        return w * (log(s) - label_shift);                                                       \
+    }                                                                                            \
+    /* s[c FS_LINEAR_ROWS + r] = x[r] . W[c] for `rows` rows and `classes` rows of W (stride    \
+     * d). Lane l of a[c][r] sums the columns j = l mod L; the lanes are then added in a fixed  \
+     * tree, as a vector reduction would. (`omp simd reduction` over that many sums made GCC    \
+     * spill them to the stack on every iteration.) */                                          \
+    FS_ALWAYS_INLINE void fs_linear_dots_##SUFFIX(const T *const *x, int rows, const T *W,       \
+                                                  int classes, ptrdiff_t d, T *FS_RESTRICT s) {  \
+        enum { L = FS_LANE_BYTES / sizeof(T) };                                                  \
+        T a[FS_LINEAR_CLASSES][FS_LINEAR_ROWS][L];                                               \
+        for (int c = 0; c < classes; ++c)                                                        \
+            for (int r = 0; r < rows; ++r)                                                       \
+                for (int l = 0; l < L; ++l) a[c][r][l] = 0;                                      \
+        ptrdiff_t j = 0;                                                                         \
+        for (; j + L <= d; j += L) {                                                             \
+            FS_SIMD                                                                              \
+            for (int l = 0; l < L; ++l)                                                          \
+                for (int c = 0; c < classes; ++c)                                                \
+                    for (int r = 0; r < rows; ++r) a[c][r][l] += x[r][j + l] * W[c * d + j + l]; \
+        }                                                                                        \
+        for (int l = 0; j + l < d; ++l)                                                          \
+            for (int c = 0; c < classes; ++c)                                                    \
+                for (int r = 0; r < rows; ++r) a[c][r][l] += x[r][j + l] * W[c * d + j + l];     \
+        for (int h = L / 2; h >= 1; h /= 2)                                                      \
+            for (int c = 0; c < classes; ++c)                                                    \
+                for (int r = 0; r < rows; ++r)                                                   \
+                    for (int l = 0; l < h; ++l) a[c][r][l] += a[c][r][l + h];                    \
+        for (int c = 0; c < classes; ++c)                                                        \
+            for (int r = 0; r < rows; ++r) s[c * FS_LINEAR_ROWS + r] = a[c][r][0];               \
+    }                                                                                            \
+    /* dW[c] += sum_r g[r k + c] x[r], db[c] += sum_r g[r k + c] for `rows` rows and          \
+     * `classes` classes (dW, db and g start at the first class). */                             \
+    FS_ALWAYS_INLINE void fs_linear_updates_##SUFFIX(const T *const *x, int rows,                \
+                                                     const T *FS_RESTRICT g, ptrdiff_t k,        \
+                                                     int classes, ptrdiff_t d,                   \
+                                                     T *FS_RESTRICT dW, T *FS_RESTRICT db) {     \
+        T h[FS_LINEAR_CLASSES][FS_LINEAR_ROWS];                                                  \
+        for (int c = 0; c < classes; ++c)                                                        \
+            for (int r = 0; r < rows; ++r) {                                                     \
+                h[c][r] = g[r * k + c];                                                          \
+                db[c] += h[c][r];                                                                \
+            }                                                                                    \
+        FS_SIMD                                                                                  \
+        for (ptrdiff_t j = 0; j < d; ++j)                                                        \
+            for (int c = 0; c < classes; ++c) {                                                  \
+                T v = dW[c * d + j];                                                             \
+                for (int r = 0; r < rows; ++r) v += h[c][r] * x[r][j];                           \
+                dW[c * d + j] = v;                                                               \
+            }                                                                                    \
+    }                                                                                            \
+    /* A block of `rows` rows x[] (a constant: 1 or FS_LINEAR_ROWS): logits into o (rows x k),  \
+     * softmax and loss (returned), then the gradient sums. Classes go FS_LINEAR_CLASSES at a   \
+     * time, then the 1-3 left, each count a constant. */                                       \
+    FS_ALWAYS_INLINE double fs_linear_block_##SUFFIX(                                            \
+        const T *const *x, int rows, const int64_t *index, const T *W, const T *b, ptrdiff_t k,  \
+        ptrdiff_t d, const int64_t *labels, const double *weights, double scale,                 \
+        T *FS_RESTRICT dW, T *FS_RESTRICT db, T *FS_RESTRICT o) {                                \
+        T s[FS_LINEAR_CLASSES * FS_LINEAR_ROWS];                                                 \
+        double loss = 0.0;                                                                       \
+        for (ptrdiff_t c = 0; c < k; c += FS_LINEAR_CLASSES) {                                   \
+            int classes = k - c < FS_LINEAR_CLASSES ? (int)(k - c) : FS_LINEAR_CLASSES;          \
+            switch (classes) {                                                                   \
+            case 1: fs_linear_dots_##SUFFIX(x, rows, W + c * d, 1, d, s); break;                 \
+            case 2: fs_linear_dots_##SUFFIX(x, rows, W + c * d, 2, d, s); break;                 \
+            case 3: fs_linear_dots_##SUFFIX(x, rows, W + c * d, 3, d, s); break;                 \
+            default: fs_linear_dots_##SUFFIX(x, rows, W + c * d, FS_LINEAR_CLASSES, d, s);       \
+            }                                                                                    \
+            for (int q = 0; q < classes; ++q)                                                    \
+                for (int r = 0; r < rows; ++r)                                                   \
+                    o[r * k + c + q] = s[q * FS_LINEAR_ROWS + r] + b[c + q];                     \
+        }                                                                                        \
+        for (int r = 0; r < rows; ++r)                                                           \
+            loss += fs_linear_row_##SUFFIX(o + r * k, k, labels[index[r]], weights[index[r]],    \
+                                           scale);                                               \
+        for (ptrdiff_t c = 0; c < k; c += FS_LINEAR_CLASSES) {                                   \
+            T *dw = dW + c * d;                                                                  \
+            switch (k - c < FS_LINEAR_CLASSES ? (int)(k - c) : FS_LINEAR_CLASSES) {              \
+            case 1: fs_linear_updates_##SUFFIX(x, rows, o + c, k, 1, d, dw, db + c); break;      \
+            case 2: fs_linear_updates_##SUFFIX(x, rows, o + c, k, 2, d, dw, db + c); break;      \
+            case 3: fs_linear_updates_##SUFFIX(x, rows, o + c, k, 3, d, dw, db + c); break;      \
+            default:                                                                             \
+                fs_linear_updates_##SUFFIX(x, rows, o + c, k, FS_LINEAR_CLASSES, d, dw, db + c); \
+            }                                                                                    \
+        }                                                                                        \
+        return loss;                                                                             \
+    }                                                                                            \
+    /* Rows index[0..m) of the dense X (rows of d values): overwrites dW (k x d) and db (k)      \
+     * with their gradient sums and returns their weighted loss sum; o: FS_LINEAR_ROWS * k      \
+     * values of scratch. */                                                                     \
+    static double fs_linear_##SUFFIX(const T *X, ptrdiff_t d, const int64_t *index, ptrdiff_t m, \
+                                     const T *W, const T *b, ptrdiff_t k, const int64_t *labels, \
+                                     const double *weights, double scale, T *FS_RESTRICT dW,     \
+                                     T *FS_RESTRICT db, T *FS_RESTRICT o) {                      \
+        const T *x[FS_LINEAR_ROWS];                                                              \
+        double loss = 0.0;                                                                       \
+        ptrdiff_t i = 0;                                                                         \
+        memset(dW, 0, k * d * sizeof(T));                                                        \
+        memset(db, 0, k * sizeof(T));                                                            \
+        for (; i + FS_LINEAR_ROWS <= m; i += FS_LINEAR_ROWS) {                                   \
+            for (int r = 0; r < FS_LINEAR_ROWS; ++r) x[r] = X + index[i + r] * d;                \
+            for (ptrdiff_t r = i + FS_LINEAR_ROWS; r < m && r < i + 2 * FS_LINEAR_ROWS; ++r)     \
+                fs_prefetch_row(X + index[r] * d, d * sizeof(T));                                \
+            loss += fs_linear_block_##SUFFIX(x, FS_LINEAR_ROWS, index + i, W, b, k, d, labels,   \
+                                             weights, scale, dW, db, o);                         \
+        }                                                                                        \
+        for (; i < m; ++i) {                                                                     \
+            x[0] = X + index[i] * d;                                                             \
+            loss += fs_linear_block_##SUFFIX(x, 1, index + i, W, b, k, d, labels, weights,       \
+                                             scale, dW, db, o);                                  \
+        }                                                                                        \
+        return loss;                                                                             \
+    }                                                                                            \
+    /* fs_linear for X in CSR form. A row's logits gather W at its columns; its gradient        \
+     * scatters into dW there, in a plain loop: repeated columns would make a vector scatter     \
+     * lose updates. */                                                                          \
+    static double fs_linear_csr_##SUFFIX(const T *data, const int32_t *indices,                  \
+                                         const int64_t *indptr, ptrdiff_t d,                     \
+                                         const int64_t *index, ptrdiff_t m, const T *W,          \
+                                         const T *b, ptrdiff_t k, const int64_t *labels,         \
+                                         const double *weights, double scale,                    \
+                                         T *FS_RESTRICT dW, T *FS_RESTRICT db,                   \
+                                         T *FS_RESTRICT o) {                                     \
+        double loss = 0.0;                                                                       \
+        memset(dW, 0, k * d * sizeof(T));                                                        \
+        memset(db, 0, k * sizeof(T));                                                            \
+        for (ptrdiff_t i = 0; i < m; ++i) {                                                      \
+            const T *v = data + indptr[index[i]];                                                \
+            const int32_t *col = indices + indptr[index[i]];                                     \
+            ptrdiff_t nnz = indptr[index[i] + 1] - indptr[index[i]];                             \
+            for (ptrdiff_t c = 0; c < k; ++c) {                                                  \
+                const T *w = W + c * d;                                                          \
+                T s = 0;                                                                         \
+                FS_SIMD_SUM(s)                                                                   \
+                for (ptrdiff_t p = 0; p < nnz; ++p) s += v[p] * w[col[p]];                       \
+                o[c] = s + b[c];                                                                 \
+            }                                                                                    \
+            loss += fs_linear_row_##SUFFIX(o, k, labels[index[i]], weights[index[i]], scale);   \
+            for (ptrdiff_t c = 0; c < k; ++c) {                                                  \
+                T gc = o[c];                                                                     \
+                T *dw = dW + c * d;                                                              \
+                for (ptrdiff_t p = 0; p < nnz; ++p) dw[col[p]] += gc * v[p];                     \
+                db[c] += gc;                                                                     \
+            }                                                                                    \
+        }                                                                                        \
+        return loss;                                                                             \
+    }                                                                                            \
+    /* out[j] += x[j]: one thread's partial sums into the result. */                             \
+    static inline void fs_add_##SUFFIX(T *FS_RESTRICT out, const T *FS_RESTRICT x,               \
+                                       ptrdiff_t n) {                                            \
+        FS_SIMD                                                                                  \
+        for (ptrdiff_t j = 0; j < n; ++j) out[j] += x[j];                                        \
+    }
+
+FS_DEFINE_LINEAR(double, f64)
+FS_DEFINE_LINEAR(float, f32)
+
+#endif
