@@ -23,6 +23,7 @@ these two.
 
 from __future__ import annotations
 
+import contextlib
 from typing import NamedTuple
 
 import numpy as np
@@ -91,6 +92,10 @@ class LinearTerm:
         kernel = "linear_cross_entropy" if self.method == "fused" else "cross_entropy_labels"
         work = rows * n_classes * (n_features if self.method == "fused" else 1)
         self.module, self.threads = kernel_module(kernel, backend, work, n_threads)
+        if self.method == "blas":
+            # BLAS has the cores here (its GEMMs are the work); a kernel team besides its
+            # spinning threads would oversubscribe them.
+            self.threads = 1
         self.labels = labels
         self.weights = np.ones(n_rows) if weights is None else weights
         self.dW = np.zeros((n_classes, n_features), X.dtype)
@@ -108,7 +113,18 @@ class LinearTerm:
             self.X = X
             chunk = min(rows, DEFAULT_CHUNK_ROWS) if rows else 0
             self.logits = np.empty((max(chunk, 1), n_classes), X.dtype)
-            self.row_loss = np.empty(max(chunk, 1))
+            self.row_loss = np.empty(max(chunk, 1), X.dtype)
+
+    def blas_limits(self):
+        """The BLAS thread limit to train under (a context manager): one thread while the
+        fused kernel runs on several, so that BLAS threads times kernel threads never exceed
+        the cores (BLAS then does only side work such as scoring, and an OpenBLAS team left
+        spinning after it slowed the next kernel call); the caller's setting otherwise."""
+        if self.method == "fused" and self.threads > 1:
+            from threadpoolctl import threadpool_limits
+
+            return threadpool_limits(limits=1, user_api="blas")
+        return contextlib.nullcontext()
 
     def gradients(self, rows: np.ndarray, W: np.ndarray, b: np.ndarray, scale: float) -> float:
         """Write the gradients of the rows ``rows`` (int64 indices, any order) to ``dW`` and
@@ -148,7 +164,7 @@ class LinearTerm:
     def _blas_chunk(self, X_rows, rows, W, b, scale: float, add: bool) -> float:
         if len(self.logits) < X_rows.shape[0]:
             self.logits = np.empty((X_rows.shape[0], len(b)), W.dtype)
-            self.row_loss = np.empty(X_rows.shape[0])
+            self.row_loss = np.empty(X_rows.shape[0], W.dtype)
         m = X_rows.shape[0]
         logits, row_loss = self.logits[:m], self.row_loss[:m]
         if is_sparse(X_rows):
@@ -174,7 +190,7 @@ class LinearTerm:
         else:
             self.dW[...] = dW
             np.sum(logits, axis=0, out=self.db)
-        return float(row_loss.sum())
+        return float(row_loss.sum(dtype=np.float64))
 
 
 def linear_softmax_cross_entropy(

@@ -194,84 +194,85 @@ def train(
     n_classes = len(state.intercept)
     batch = min(options.batch_size, n_rows)
     term = data.term(n_classes, batch)
-    sgd, sgd_threads = kernel_module(
-        "sgd_update", options.backend, state.coef.size, options.n_threads
-    )
     W, b = state.coef.copy(), state.intercept.copy()
     vW, vb = state.velocity
+    steppers = (
+        _sgd_stepper(options, W, term.dW, vW, options.l2),
+        _sgd_stepper(options, b, term.db, vb, 0.0),
+    )
     kept_velocity = (vW.copy(), vb.copy())
-    mean_weight = data.mean_weight
     steps_per_epoch = -(-n_rows // batch)
-    total_steps = epochs * steps_per_epoch
     stall = StallRule(options.tol, options.n_iter_no_change) if options.tol is not None else None
     best_params = None
     progress = _Progress(options.verbose)
     kept_loss, kept_epochs, halvings = math.nan, 0, 0
-    try:
-        for epoch in range(epochs):
-            start_time = time.perf_counter()
-            order = state.rng.permutation(n_rows) if options.shuffle else np.arange(n_rows)
-            epoch_loss = 0.0
-            for step_in_epoch, start in enumerate(range(0, n_rows, batch)):
-                rows = order[start : start + batch]
-                scale = 1.0 / (len(rows) * mean_weight)
-                batch_loss = term.gradients(rows, W, b, scale) * scale
-                epoch_loss += batch_loss
-                if math.isnan(kept_loss):  # the loss at the starting weights, on one minibatch
-                    kept_loss = batch_loss + l2_penalty(options.l2, W)
+    with term.blas_limits():
+        try:
+            for epoch in range(epochs):
+                start_time = time.perf_counter()
+                order = state.rng.permutation(n_rows) if options.shuffle else np.arange(n_rows)
                 lr = state.learning_rate * 0.5**halvings
-                if not constant_lr:
-                    step = epoch * steps_per_epoch + step_in_epoch
-                    lr = step_size(options, lr, step, total_steps, steps_per_epoch)
-                _sgd_step(sgd, sgd_threads, options, lr, W, term.dW, vW, options.l2)
-                _sgd_step(sgd, sgd_threads, options, lr, b, term.db, vb, 0.0)
-                progress.batch(step_in_epoch, steps_per_epoch)
-            mean_loss = epoch_loss / steps_per_epoch + l2_penalty(options.l2, W)
-            # Guessing uniformly costs log(k): a mean loss 100 times that, or a non-finite
-            # one, means the steps are too large and the weights are running away.
-            finite = mean_loss <= 100 * math.log(n_classes) and bool(np.all(np.isfinite(W)))
-            if not finite and constant_lr:
-                raise FloatingPointError(
-                    f"training diverged in epoch {state.n_iter + 1} (loss {mean_loss}); the model "
-                    f"keeps the weights it had. Lower learning_rate (now "
-                    f"{state.learning_rate:g}) or scale the features."
+                first_step = epoch * steps_per_epoch
+                steps = range(first_step, first_step + steps_per_epoch)
+                rates = [
+                    lr
+                    if constant_lr
+                    else step_size(options, lr, t, epochs * steps_per_epoch, steps_per_epoch)
+                    for t in steps
+                ]
+                start_penalty = l2_penalty(options.l2, W)
+                mean_loss, first_loss = _epoch(
+                    term, order, batch, data.mean_weight, W, b, steppers, rates, progress
                 )
-            state.n_iter += 1
-            state.loss_curve.append(mean_loss)
-            message = f"epoch {state.n_iter}: loss {mean_loss:.4f}"
-            if finite and (constant_lr or mean_loss <= kept_loss * RISE_ALLOWED):
-                state.coef[...], state.intercept[...] = W, b
-                kept_velocity = (vW.copy(), vb.copy())
-                kept_loss, kept_epochs = mean_loss, kept_epochs + 1
-            else:
-                halvings += 1
-                W[...], b[...] = state.coef, state.intercept
-                vW[...], vb[...] = kept_velocity
-                undone = (
-                    f"epoch {state.n_iter} undone (loss {mean_loss:.4g}, above {kept_loss:.4g}); "
-                    f"step size halved to {state.learning_rate * 0.5**halvings:.4g}"
-                )
-                message += f" ({undone})"
-                if not finite:
-                    warnings.warn(f"training diverged: {undone}", RuntimeWarning, stacklevel=4)
-            if options.verbose:
-                message += f", train accuracy {data.accuracy(state.coef, state.intercept):.4f}"
-            if validation is not None:
-                state.validation_scores.append(validation.accuracy(state.coef, state.intercept))
-                message += f", validation accuracy {state.validation_scores[-1]:.4f}"
-            progress.epoch(message + f", {time.perf_counter() - start_time:.2f} s")
-            if stall is None:
-                continue
-            if validation is None:
-                stall.update(kept_loss)  # an undone epoch did not improve
-            elif stall.update(-state.validation_scores[-1]):
-                best_params = (state.coef.copy(), state.intercept.copy())
-            if stall.stop:
-                break
-    finally:
-        # Momentum that matches the kept weights, for later partial_fit/warm_start calls.
-        vW[...], vb[...] = kept_velocity
-        progress.close()
+                mean_loss += l2_penalty(options.l2, W)
+                if math.isnan(kept_loss):  # the loss at the starting weights, on one minibatch
+                    kept_loss = first_loss + start_penalty
+                # Guessing uniformly costs log(k): a mean loss 100 times that, or a non-finite
+                # one, means the steps are too large and the weights are running away.
+                finite = mean_loss <= 100 * math.log(n_classes) and bool(np.all(np.isfinite(W)))
+                if not finite and constant_lr:
+                    raise FloatingPointError(
+                        f"training diverged in epoch {state.n_iter + 1} (loss {mean_loss}); the "
+                        f"model keeps the weights it had. Lower learning_rate (now "
+                        f"{state.learning_rate:g}) or scale the features."
+                    )
+                state.n_iter += 1
+                state.loss_curve.append(mean_loss)
+                message = f"epoch {state.n_iter}: loss {mean_loss:.4f}"
+                if finite and (constant_lr or mean_loss <= kept_loss * RISE_ALLOWED):
+                    state.coef[...], state.intercept[...] = W, b
+                    kept_velocity = (vW.copy(), vb.copy())
+                    kept_loss, kept_epochs = mean_loss, kept_epochs + 1
+                else:
+                    halvings += 1
+                    W[...], b[...] = state.coef, state.intercept
+                    vW[...], vb[...] = kept_velocity
+                    undone = (
+                        f"epoch {state.n_iter} undone (loss {mean_loss:.4g}, above "
+                        f"{kept_loss:.4g}); step size halved to {lr / 2:.4g}"
+                    )
+                    message += f" ({undone})"
+                    if not finite:
+                        warnings.warn(f"training diverged: {undone}", RuntimeWarning, stacklevel=4)
+                if options.verbose:
+                    accuracy = data.accuracy(state.coef, state.intercept)
+                    message += f", train accuracy {accuracy:.4f}"
+                if validation is not None:
+                    state.validation_scores.append(validation.accuracy(state.coef, state.intercept))
+                    message += f", validation accuracy {state.validation_scores[-1]:.4f}"
+                progress.epoch(message + f", {time.perf_counter() - start_time:.2f} s")
+                if stall is None:
+                    continue
+                if validation is None:
+                    stall.update(kept_loss)  # an undone epoch did not improve
+                elif stall.update(-state.validation_scores[-1]):
+                    best_params = (state.coef.copy(), state.intercept.copy())
+                if stall.stop:
+                    break
+        finally:
+            # Momentum that matches the kept weights, for later partial_fit/warm_start calls.
+            vW[...], vb[...] = kept_velocity
+            progress.close()
     if best_params is not None:
         state.coef[...], state.intercept[...] = best_params
     if epochs and not kept_epochs:
@@ -284,20 +285,36 @@ def train(
         )
 
 
-def _sgd_step(sgd, threads, options, lr, param, grad, velocity, weight_decay) -> None:
+def _epoch(term, order, batch, mean_weight, W, b, steppers, rates, progress) -> tuple:
+    """One pass over the rows ``order`` in minibatches of ``batch`` rows, stepping ``W`` and
+    ``b`` at step size ``rates[i]`` after minibatch ``i``; returns the mean of the minibatch
+    losses and the first one (taken at the starting weights)."""
+    step_W, step_b = steppers
+    total = first = 0.0
+    for i, start in enumerate(range(0, len(order), batch)):
+        rows = order[start : start + batch]
+        scale = 1.0 / (len(rows) * mean_weight)
+        loss = term.gradients(rows, W, b, scale) * scale
+        total += loss
+        first = loss if i == 0 else first
+        step_W(rates[i])
+        step_b(rates[i])
+        progress.batch(i, len(rates))
+    return total / len(rates), first
+
+
+def _sgd_stepper(options: SGDOptions, param, grad, velocity, weight_decay: float):
+    """``step(lr)``: one SGD update of ``param`` by ``grad`` (momentum in ``velocity``), with the
+    kernel, its thread count and flat views bound once: called twice per minibatch, a step's
+    Python cost is a few hundred nanoseconds."""
+    module, threads = kernel_module("sgd_update", options.backend, param.size, options.n_threads)
+    flat = param.reshape(-1), grad.reshape(-1)
     if options.momentum == 0:
-        sgd.sgd(param.reshape(-1), grad.reshape(-1), lr, weight_decay, threads)
-    else:
-        sgd.sgd_momentum(
-            param.reshape(-1),
-            grad.reshape(-1),
-            velocity.reshape(-1),
-            lr,
-            options.momentum,
-            weight_decay,
-            bool(options.nesterov),
-            threads,
-        )
+        kernel = module.sgd
+        return lambda lr: kernel(*flat, lr, weight_decay, threads)
+    kernel, v = module.sgd_momentum, velocity.reshape(-1)
+    momentum, nesterov = float(options.momentum), bool(options.nesterov)
+    return lambda lr: kernel(*flat, v, lr, momentum, weight_decay, nesterov, threads)
 
 
 # -- training by blocks (Dask) ----------------------------------------------------------------
