@@ -106,7 +106,7 @@ class LinearTerm:
             self.X = (
                 (X.data, X.indices.astype(np.int32, copy=False), X.indptr.astype(np.int64))
                 if sparse
-                else (X,)
+                else (np.ascontiguousarray(X),)  # rows in order: one copy per fit, if any
             )
             self.kernel = getattr(self.module, kernel + ("_csr" if sparse else ""))
         else:
@@ -145,23 +145,32 @@ class LinearTerm:
             )
         # A sorted gather reads X in address order; the sums do not depend on row order.
         rows = np.sort(rows)
-        return self._blas_chunk(self.X[rows], rows, W, b, scale, add=False)
+        return self._blas_chunk(self.X[rows], rows, W, b, scale)
 
-    def sums(self, W: np.ndarray, b: np.ndarray, chunk_rows: int = DEFAULT_CHUNK_ROWS) -> float:
-        """:meth:`gradients` over all rows, unscaled (the "blas" method by contiguous chunks of
-        ``chunk_rows``)."""
+    def sums(
+        self, W: np.ndarray, b: np.ndarray, chunk_rows: int = DEFAULT_CHUNK_ROWS
+    ) -> tuple[float, np.ndarray, np.ndarray]:
+        """The loss and gradient sums over all rows, unscaled: ``(loss, dW, db)`` in float64.
+
+        Chunks of ``chunk_rows`` contiguous rows are summed in the model's dtype and added in
+        float64: a float32 sum over 60000 rows in one run would carry a rounding error near
+        1e-4 relative, which is where L-BFGS (``tol``) and the Dask partial sums need better.
+        """
         n_rows = len(self.labels)
-        if self.method == "fused":
-            return self.gradients(np.arange(n_rows), W, b, 1.0)
-        self.dW.fill(0)
-        self.db.fill(0)
+        dW, db = np.zeros(self.dW.shape), np.zeros(self.db.shape)
         loss = 0.0
         for start in range(0, n_rows, chunk_rows):
-            rows = slice(start, start + chunk_rows)
-            loss += self._blas_chunk(self.X[rows], rows, W, b, 1.0, add=True)
-        return loss
+            if self.method == "fused":
+                rows = np.arange(start, min(start + chunk_rows, n_rows))
+                loss += self.gradients(rows, W, b, 1.0)
+            else:
+                rows = slice(start, start + chunk_rows)
+                loss += self._blas_chunk(self.X[rows], rows, W, b, 1.0)
+            dW += self.dW
+            db += self.db
+        return loss, dW, db
 
-    def _blas_chunk(self, X_rows, rows, W, b, scale: float, add: bool) -> float:
+    def _blas_chunk(self, X_rows, rows, W, b, scale: float) -> float:
         if len(self.logits) < X_rows.shape[0]:
             self.logits = np.empty((X_rows.shape[0], len(b)), W.dtype)
             self.row_loss = np.empty(X_rows.shape[0], W.dtype)
@@ -183,13 +192,8 @@ class LinearTerm:
             self.threads,
         )
         # G^T X: BLAS takes the transposes as flags, without copies.
-        dW = logits.T @ X_rows if not is_sparse(X_rows) else (X_rows.T @ logits).T
-        if add:
-            self.dW += dW
-            self.db += logits.sum(axis=0)
-        else:
-            self.dW[...] = dW
-            np.sum(logits, axis=0, out=self.db)
+        self.dW[...] = logits.T @ X_rows if not is_sparse(X_rows) else (X_rows.T @ logits).T
+        np.sum(logits, axis=0, out=self.db)
         return float(row_loss.sum(dtype=np.float64))
 
 
@@ -295,10 +299,9 @@ def block_sums(
         return BlockSums(0.0, 0.0, np.zeros((n_classes, n_features)), np.zeros(n_classes))
     if term is None:
         term = LinearTerm(X, labels, weights, n_classes, backend, n_threads, chunk_rows, method)
-    W = np.ascontiguousarray(W)
-    loss = term.sums(W, b, chunk_rows)
+    loss, dW, db = term.sums(np.ascontiguousarray(W), b, chunk_rows)
     weight = float(n_rows) if weights is None else float(weights.sum())
-    return BlockSums(weight, loss, term.dW.astype(np.float64), term.db.astype(np.float64))
+    return BlockSums(weight, loss, dW, db)
 
 
 def add_block_sums(*parts: BlockSums) -> BlockSums:

@@ -78,8 +78,13 @@ def test_lbfgs_matches_in_memory_for_any_chunking(client, chunks, dtype):
     expected = reference(X, y, dtype=dtype)
     X_dask, y_dask = da.from_array(X, chunks=(chunks, -1)), da.from_array(y, chunks=chunks)
     model = SoftmaxRegression(**{**LBFGS, "dtype": dtype}).fit(X_dask, y_dask)
-    # float32: the gradient itself is exact to about 1e-7 relative, the optimum to ~1e-5.
-    assert_same_model(model, expected, atol=1e-6 if dtype == np.float64 else 3e-4)
+    # float32: L-BFGS stops where its line search can no longer lower the loss, whose float32
+    # resolution is ~1e-8 relative (the row losses are float32, summed in float64). Near the
+    # optimum the loss rises as l2 / 2 * |delta|^2 along the flattest direction (curvature at
+    # least l2 = 1e-2), so a fit may stop up to sqrt(2 * 1e-8 * 0.3 / 1e-2) ~ 1e-3 away from it,
+    # either side: 2e-3 between two fits. (Measured: 7e-5 to 4e-4 from the float64 optimum, in
+    # memory and on Dask, on every backend including the NumPy reference.)
+    assert_same_model(model, expected, atol=1e-6 if dtype == np.float64 else 2e-3)
     assert model.n_features_in_ == 5
 
 
