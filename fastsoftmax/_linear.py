@@ -113,7 +113,7 @@ class LinearTerm:
             self.X = X
             chunk = min(rows, DEFAULT_CHUNK_ROWS) if rows else 0
             self.logits = np.empty((max(chunk, 1), n_classes), X.dtype)
-            self.row_loss = np.empty(max(chunk, 1), X.dtype)
+            self.row_loss = np.empty(max(chunk, 1))  # the kernels' row losses are float64
 
     def blas_limits(self):
         """The BLAS thread limit to train under (a context manager): one thread while the
@@ -173,7 +173,7 @@ class LinearTerm:
     def _blas_chunk(self, X_rows, rows, W, b, scale: float) -> float:
         if len(self.logits) < X_rows.shape[0]:
             self.logits = np.empty((X_rows.shape[0], len(b)), W.dtype)
-            self.row_loss = np.empty(X_rows.shape[0], W.dtype)
+            self.row_loss = np.empty(X_rows.shape[0])
         m = X_rows.shape[0]
         logits, row_loss = self.logits[:m], self.row_loss[:m]
         if is_sparse(X_rows):
@@ -194,7 +194,7 @@ class LinearTerm:
         # G^T X: BLAS takes the transposes as flags, without copies.
         self.dW[...] = logits.T @ X_rows if not is_sparse(X_rows) else (X_rows.T @ logits).T
         np.sum(logits, axis=0, out=self.db)
-        return float(row_loss.sum(dtype=np.float64))
+        return float(row_loss.sum())
 
 
 def linear_softmax_cross_entropy(

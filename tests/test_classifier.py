@@ -260,25 +260,57 @@ def composed_loss_and_grads(X, W, b, y, sample_weight=None, l2=0.0):
 
 
 @pytest.mark.parametrize("chunk_rows", [1, 7, None])
-@pytest.mark.parametrize("sparse", [False, True])
-def test_linear_kernel_matches_composition(backend, chunk_rows, sparse):
+@pytest.mark.parametrize("sparse", [False, True], ids=["dense", "csr"])
+@pytest.mark.parametrize("method", ["fused", "blas"])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_linear_kernel_matches_composition(backend, chunk_rows, sparse, method, dtype):
     rng = np.random.default_rng(0)
     X, y = blobs(n=50, d=6, k=4, dtype=np.float64)
     W, b = rng.standard_normal((4, 6)), rng.standard_normal(4)
     weights = rng.random(50)
+    weights[:5] = 0  # rows that weigh nothing are ignored
     expected = composed_loss_and_grads(X, W, b, y, weights, l2=0.1)
+    X = sp.csr_matrix(X) if sparse else np.asfortranarray(X)  # any layout: copied in order
     got = linear_softmax_cross_entropy(
-        sp.csr_matrix(X) if sparse else X,
-        W,
-        b,
+        X.astype(dtype),
+        W.astype(dtype),
+        b.astype(dtype),
         y,
         sample_weight=weights,
         l2=0.1,
         chunk_rows=chunk_rows,
+        method=method,
         backend=backend,
     )
+    # float32: each result sums 50 rows of 6-term products of O(1) values, so rounding stays
+    # below ~60 float32 epsilons (7e-6) relative to those values.
+    tol = 1e-12 if dtype == np.float64 else 2e-5
     for g, e in zip(got, expected, strict=True):
-        assert_allclose(g, e, rtol=1e-12, atol=1e-12)
+        assert g.dtype == dtype
+        assert_allclose(g, e, rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("sparse", [False, True], ids=["dense", "csr"])
+def test_fused_and_blas_methods_train_the_same_model(backend, sparse, monkeypatch):
+    from fastsoftmax import _linear
+
+    X, y = blobs(n=300, d=8, k=4, dtype=np.float64)
+    X = sp.csr_matrix(np.where(np.abs(X) > 1, X, 0)) if sparse else X
+    models = {}
+    for method, most_classes in (("fused", 10**6), ("blas", 0)):
+        monkeypatch.setitem(_linear.FUSED_MAX_CLASSES, "csr" if sparse else "dense", most_classes)
+        options = dict(random_state=0, dtype=np.float64, backend=backend, tol=None, l2=0.01)
+        models[method] = {
+            solver: SoftmaxRegression(solver=solver, **options).fit(
+                X, y, sample_weight=np.arange(300) % 3
+            )
+            for solver in ("sgd", "lbfgs")
+        }
+    for solver in ("sgd", "lbfgs"):
+        fused, blas = models["fused"][solver], models["blas"][solver]
+        # float64 sums in another order: ~1e-15 per step, amplified a little by training.
+        assert_allclose(fused.coef_, blas.coef_, rtol=0, atol=1e-8, err_msg=solver)
+        assert_allclose(fused.intercept_, blas.intercept_, rtol=0, atol=1e-8, err_msg=solver)
 
 
 def test_linear_kernel_gradient_matches_finite_differences():
