@@ -22,6 +22,9 @@
 
 #define FS_LINEAR_ROWS 4
 #define FS_LINEAR_CLASSES 4
+#ifndef FS_LINEAR_AHEAD
+#define FS_LINEAR_AHEAD 2
+#endif
 /* The dot products' lane arrays: one AVX-512 vector (narrower targets use two or four). */
 #define FS_LANE_BYTES 64
 
@@ -63,7 +66,8 @@ static inline void fs_prefetch_row(const void *row, size_t bytes) {
      * tree, as a vector reduction would. (`omp simd reduction` over that many sums made GCC    \
      * spill them to the stack on every iteration.) */                                          \
     FS_ALWAYS_INLINE void fs_linear_dots_##SUFFIX(const T *const *x, int rows, const T *W,       \
-                                                  int classes, ptrdiff_t d, T *FS_RESTRICT s) {  \
+                                                  int classes, ptrdiff_t d, T *FS_RESTRICT s,    \
+                                                  const char *pf) {                              \
         enum { L = FS_LANE_BYTES / sizeof(T) };                                                  \
         T a[FS_LINEAR_CLASSES][FS_LINEAR_ROWS][L];                                               \
         for (int c = 0; c < classes; ++c)                                                        \
@@ -71,11 +75,13 @@ static inline void fs_prefetch_row(const void *row, size_t bytes) {
                 for (int l = 0; l < L; ++l) a[c][r][l] = 0;                                      \
         ptrdiff_t j = 0;                                                                         \
         for (; j + L <= d; j += L) {                                                             \
+            FS_PREFETCH(pf + j * sizeof(T));                                                     \
             FS_SIMD                                                                              \
             for (int l = 0; l < L; ++l)                                                          \
                 for (int c = 0; c < classes; ++c)                                                \
                     for (int r = 0; r < rows; ++r) a[c][r][l] += x[r][j + l] * W[c * d + j + l]; \
         }                                                                                        \
+        FS_PREFETCH(pf + d * sizeof(T) - 1); /* the row's last line, if it starts unaligned */   \
         for (int l = 0; j + l < d; ++l)                                                          \
             for (int c = 0; c < classes; ++c)                                                    \
                 for (int r = 0; r < rows; ++r) a[c][r][l] += x[r][j + l] * W[c * d + j + l];     \
@@ -87,19 +93,33 @@ static inline void fs_prefetch_row(const void *row, size_t bytes) {
             for (int r = 0; r < rows; ++r) s[c * FS_LINEAR_ROWS + r] = a[c][r][0];               \
     }                                                                                            \
     /* dW[c] += sum_r g[r k + c] x[r], db[c] += sum_r g[r k + c] for `rows` rows and          \
-     * `classes` classes (dW, db and g start at the first class). */                             \
+     * `classes` classes (dW, db and g start at the first class); prefetches the row at pf (one   \
+     * line per vector step, as fs_linear_dots). */                                              \
     FS_ALWAYS_INLINE void fs_linear_updates_##SUFFIX(const T *const *x, int rows,                \
                                                      const T *FS_RESTRICT g, ptrdiff_t k,        \
                                                      int classes, ptrdiff_t d,                   \
-                                                     T *FS_RESTRICT dW, T *FS_RESTRICT db) {     \
+                                                     T *FS_RESTRICT dW, T *FS_RESTRICT db,       \
+                                                     const char *pf) {                           \
+        enum { L = FS_LANE_BYTES / sizeof(T) };                                                  \
         T h[FS_LINEAR_CLASSES][FS_LINEAR_ROWS];                                                  \
         for (int c = 0; c < classes; ++c)                                                        \
             for (int r = 0; r < rows; ++r) {                                                     \
                 h[c][r] = g[r * k + c];                                                          \
                 db[c] += h[c][r];                                                                \
             }                                                                                    \
-        FS_SIMD                                                                                  \
-        for (ptrdiff_t j = 0; j < d; ++j)                                                        \
+        ptrdiff_t j = 0;                                                                         \
+        for (; j + L <= d; j += L) {                                                             \
+            FS_PREFETCH(pf + j * sizeof(T));                                                     \
+            FS_SIMD                                                                              \
+            for (int l = 0; l < L; ++l)                                                          \
+                for (int c = 0; c < classes; ++c) {                                              \
+                    T v = dW[c * d + j + l];                                                     \
+                    for (int r = 0; r < rows; ++r) v += h[c][r] * x[r][j + l];                   \
+                    dW[c * d + j + l] = v;                                                       \
+                }                                                                                \
+        }                                                                                        \
+        FS_PREFETCH(pf + d * sizeof(T) - 1);                                                     \
+        for (; j < d; ++j)                                                                       \
             for (int c = 0; c < classes; ++c) {                                                  \
                 T v = dW[c * d + j];                                                             \
                 for (int r = 0; r < rows; ++r) v += h[c][r] * x[r][j];                           \
@@ -108,20 +128,28 @@ static inline void fs_prefetch_row(const void *row, size_t bytes) {
     }                                                                                            \
     /* A block of `rows` rows x[] (a constant: 1 or FS_LINEAR_ROWS): logits into o (rows x k),  \
      * softmax and loss (returned), then the gradient sums. Classes go FS_LINEAR_CLASSES at a   \
-     * time, then the 1-3 left, each count a constant. */                                       \
+     * time, then the 1-3 left, each count a constant. Each pass over the classes (dots, then   \
+     * updates) also prefetches one of the rows pf[] of a later block, so that their reads are  \
+     * spread over the arithmetic (a burst of a block's ~200 lines stalled on the miss queue);  \
+     * rows left over when there are fewer passes than rows are prefetched at once. */          \
     FS_ALWAYS_INLINE double fs_linear_block_##SUFFIX(                                            \
         const T *const *x, int rows, const int64_t *index, const T *W, const T *b, ptrdiff_t k,  \
         ptrdiff_t d, const int64_t *labels, const double *weights, double scale,                 \
-        T *FS_RESTRICT dW, T *FS_RESTRICT db, T *FS_RESTRICT o) {                                \
+        T *FS_RESTRICT dW, T *FS_RESTRICT db, T *FS_RESTRICT o, const char *const *pf) {         \
         T s[FS_LINEAR_CLASSES * FS_LINEAR_ROWS];                                                 \
         double loss = 0.0;                                                                       \
+        ptrdiff_t blocks = (k + FS_LINEAR_CLASSES - 1) / FS_LINEAR_CLASSES;                      \
+        for (ptrdiff_t q = 2 * blocks; q < FS_LINEAR_ROWS; ++q)                                  \
+            fs_prefetch_row(pf[q], d * sizeof(T));                                               \
         for (ptrdiff_t c = 0; c < k; c += FS_LINEAR_CLASSES) {                                   \
             int classes = k - c < FS_LINEAR_CLASSES ? (int)(k - c) : FS_LINEAR_CLASSES;          \
+            ptrdiff_t q = c / FS_LINEAR_CLASSES;                                                 \
+            const char *p = q < FS_LINEAR_ROWS ? pf[q] : (const char *)x[0];                     \
             switch (classes) {                                                                   \
-            case 1: fs_linear_dots_##SUFFIX(x, rows, W + c * d, 1, d, s); break;                 \
-            case 2: fs_linear_dots_##SUFFIX(x, rows, W + c * d, 2, d, s); break;                 \
-            case 3: fs_linear_dots_##SUFFIX(x, rows, W + c * d, 3, d, s); break;                 \
-            default: fs_linear_dots_##SUFFIX(x, rows, W + c * d, FS_LINEAR_CLASSES, d, s);       \
+            case 1: fs_linear_dots_##SUFFIX(x, rows, W + c * d, 1, d, s, p); break;              \
+            case 2: fs_linear_dots_##SUFFIX(x, rows, W + c * d, 2, d, s, p); break;              \
+            case 3: fs_linear_dots_##SUFFIX(x, rows, W + c * d, 3, d, s, p); break;              \
+            default: fs_linear_dots_##SUFFIX(x, rows, W + c * d, FS_LINEAR_CLASSES, d, s, p);    \
             }                                                                                    \
             for (int q = 0; q < classes; ++q)                                                    \
                 for (int r = 0; r < rows; ++r)                                                   \
@@ -132,39 +160,49 @@ static inline void fs_prefetch_row(const void *row, size_t bytes) {
                                            scale);                                               \
         for (ptrdiff_t c = 0; c < k; c += FS_LINEAR_CLASSES) {                                   \
             T *dw = dW + c * d;                                                                  \
+            ptrdiff_t q = blocks + c / FS_LINEAR_CLASSES;                                        \
+            const char *p = q < FS_LINEAR_ROWS ? pf[q] : (const char *)x[0];                     \
             switch (k - c < FS_LINEAR_CLASSES ? (int)(k - c) : FS_LINEAR_CLASSES) {              \
-            case 1: fs_linear_updates_##SUFFIX(x, rows, o + c, k, 1, d, dw, db + c); break;      \
-            case 2: fs_linear_updates_##SUFFIX(x, rows, o + c, k, 2, d, dw, db + c); break;      \
-            case 3: fs_linear_updates_##SUFFIX(x, rows, o + c, k, 3, d, dw, db + c); break;      \
+            case 1: fs_linear_updates_##SUFFIX(x, rows, o + c, k, 1, d, dw, db + c, p); break;   \
+            case 2: fs_linear_updates_##SUFFIX(x, rows, o + c, k, 2, d, dw, db + c, p); break;   \
+            case 3: fs_linear_updates_##SUFFIX(x, rows, o + c, k, 3, d, dw, db + c, p); break;   \
             default:                                                                             \
-                fs_linear_updates_##SUFFIX(x, rows, o + c, k, FS_LINEAR_CLASSES, d, dw, db + c); \
+                fs_linear_updates_##SUFFIX(x, rows, o + c, k, FS_LINEAR_CLASSES, d, dw, db + c,  \
+                                           p);                                                   \
             }                                                                                    \
         }                                                                                        \
         return loss;                                                                             \
     }                                                                                            \
     /* Rows index[0..m) of the dense X (rows of d values): overwrites dW (k x d) and db (k)      \
      * with their gradient sums and returns their weighted loss sum; o: FS_LINEAR_ROWS * k      \
-     * values of scratch. */                                                                     \
+     * values of scratch. Block i prefetches the rows of block i + FS_LINEAR_AHEAD (the first   \
+     * blocks' rows at the start); past the end, it "prefetches" its own first row. */           \
     static double fs_linear_##SUFFIX(const T *X, ptrdiff_t d, const int64_t *index, ptrdiff_t m, \
                                      const T *W, const T *b, ptrdiff_t k, const int64_t *labels, \
                                      const double *weights, double scale, T *FS_RESTRICT dW,     \
                                      T *FS_RESTRICT db, T *FS_RESTRICT o) {                      \
+        enum { AHEAD = FS_LINEAR_AHEAD * FS_LINEAR_ROWS };                                       \
         const T *x[FS_LINEAR_ROWS];                                                              \
+        const char *pf[FS_LINEAR_ROWS];                                                          \
         double loss = 0.0;                                                                       \
         ptrdiff_t i = 0;                                                                         \
         memset(dW, 0, k * d * sizeof(T));                                                        \
         memset(db, 0, k * sizeof(T));                                                            \
+        for (ptrdiff_t r = FS_LINEAR_ROWS; r < m && r < AHEAD; ++r)                              \
+            fs_prefetch_row(X + index[r] * d, d * sizeof(T));                                    \
         for (; i + FS_LINEAR_ROWS <= m; i += FS_LINEAR_ROWS) {                                   \
-            for (int r = 0; r < FS_LINEAR_ROWS; ++r) x[r] = X + index[i + r] * d;                \
-            for (ptrdiff_t r = i + FS_LINEAR_ROWS; r < m && r < i + 2 * FS_LINEAR_ROWS; ++r)     \
-                fs_prefetch_row(X + index[r] * d, d * sizeof(T));                                \
+            for (int r = 0; r < FS_LINEAR_ROWS; ++r) {                                           \
+                x[r] = X + index[i + r] * d;                                                     \
+                pf[r] = (const char *)(i + AHEAD + r < m ? X + index[i + AHEAD + r] * d : x[0]); \
+            }                                                                                    \
             loss += fs_linear_block_##SUFFIX(x, FS_LINEAR_ROWS, index + i, W, b, k, d, labels,   \
-                                             weights, scale, dW, db, o);                         \
+                                             weights, scale, dW, db, o, pf);                     \
         }                                                                                        \
+        for (int r = 0; r < FS_LINEAR_ROWS; ++r) pf[r] = (const char *)X;                        \
         for (; i < m; ++i) {                                                                     \
             x[0] = X + index[i] * d;                                                             \
             loss += fs_linear_block_##SUFFIX(x, 1, index + i, W, b, k, d, labels, weights,       \
-                                             scale, dW, db, o);                                  \
+                                             scale, dW, db, o, pf);                              \
         }                                                                                        \
         return loss;                                                                             \
     }                                                                                            \
