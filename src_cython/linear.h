@@ -21,7 +21,16 @@
 #include "rowops.h"
 
 #define FS_LINEAR_ROWS 4
+/* Up to 4 x 5 accumulators (and 5 x 4 broadcast gradients in the updates) fit the 32 vector
+ * registers of AVX-512; narrower targets have 16 (measured, k = 10 on AVX-512: see linear.h's
+ * history). Overridable for measurements. */
+#ifndef FS_LINEAR_CLASSES
+#if defined(__AVX512F__)
+#define FS_LINEAR_CLASSES 5
+#else
 #define FS_LINEAR_CLASSES 4
+#endif
+#endif
 #ifndef FS_LINEAR_AHEAD
 #define FS_LINEAR_AHEAD 2
 #endif
@@ -127,45 +136,50 @@ static inline void fs_prefetch_row(const void *row, size_t bytes) {
             }                                                                                    \
     }                                                                                            \
     /* A block of `rows` rows x[] (a constant: 1 or FS_LINEAR_ROWS): logits into o (rows x k),  \
-     * softmax and loss (returned), then the gradient sums. Classes go FS_LINEAR_CLASSES at a   \
-     * time, then the 1-3 left, each count a constant. Each pass over the classes (dots, then   \
-     * updates) also prefetches one of the rows pf[] of a later block, so that their reads are  \
-     * spread over the arithmetic (a burst of a block's ~200 lines stalled on the miss queue);  \
-     * rows left over when there are fewer passes than rows are prefetched at once. */          \
+     * softmax and loss (returned), then the gradient sums. The classes are split into the      \
+     * fewest groups of at most FS_LINEAR_CLASSES, of near-equal sizes (k = 10: 5 + 5, not      \
+     * 4 + 4 + 2), each size a constant. Each pass over a group (dots, then updates) also       \
+     * prefetches one of the rows pf[] of a later block, so that their reads are spread over    \
+     * the arithmetic (a burst of a block's ~200 lines stalled on the miss queue); rows left     \
+     * over when there are fewer passes than rows are prefetched at once. */                     \
     FS_ALWAYS_INLINE double fs_linear_block_##SUFFIX(                                            \
         const T *const *x, int rows, const int64_t *index, const T *W, const T *b, ptrdiff_t k,  \
         ptrdiff_t d, const int64_t *labels, const double *weights, double scale,                 \
         T *FS_RESTRICT dW, T *FS_RESTRICT db, T *FS_RESTRICT o, const char *const *pf) {         \
         T s[FS_LINEAR_CLASSES * FS_LINEAR_ROWS];                                                 \
         double loss = 0.0;                                                                       \
-        ptrdiff_t blocks = (k + FS_LINEAR_CLASSES - 1) / FS_LINEAR_CLASSES;                      \
-        for (ptrdiff_t q = 2 * blocks; q < FS_LINEAR_ROWS; ++q)                                  \
+        ptrdiff_t groups = (k + FS_LINEAR_CLASSES - 1) / FS_LINEAR_CLASSES;                      \
+        for (ptrdiff_t q = 2 * groups; q < FS_LINEAR_ROWS; ++q)                                  \
             fs_prefetch_row(pf[q], d * sizeof(T));                                               \
-        for (ptrdiff_t c = 0; c < k; c += FS_LINEAR_CLASSES) {                                   \
-            int classes = k - c < FS_LINEAR_CLASSES ? (int)(k - c) : FS_LINEAR_CLASSES;          \
-            ptrdiff_t q = c / FS_LINEAR_CLASSES;                                                 \
+        for (ptrdiff_t q = 0; q < groups; ++q) {                                                 \
+            ptrdiff_t c = k * q / groups;                                                        \
+            int classes = (int)(k * (q + 1) / groups - c);                                       \
             const char *p = q < FS_LINEAR_ROWS ? pf[q] : (const char *)x[0];                     \
+            const T *w = W + c * d;                                                              \
             switch (classes) {                                                                   \
-            case 1: fs_linear_dots_##SUFFIX(x, rows, W + c * d, 1, d, s, p); break;              \
-            case 2: fs_linear_dots_##SUFFIX(x, rows, W + c * d, 2, d, s, p); break;              \
-            case 3: fs_linear_dots_##SUFFIX(x, rows, W + c * d, 3, d, s, p); break;              \
-            default: fs_linear_dots_##SUFFIX(x, rows, W + c * d, FS_LINEAR_CLASSES, d, s, p);    \
+            case 1: fs_linear_dots_##SUFFIX(x, rows, w, 1, d, s, p); break;                      \
+            case 2: fs_linear_dots_##SUFFIX(x, rows, w, 2, d, s, p); break;                      \
+            case 3: fs_linear_dots_##SUFFIX(x, rows, w, 3, d, s, p); break;                      \
+            case 4: fs_linear_dots_##SUFFIX(x, rows, w, 4, d, s, p); break;                      \
+            default: fs_linear_dots_##SUFFIX(x, rows, w, FS_LINEAR_CLASSES, d, s, p);            \
             }                                                                                    \
-            for (int q = 0; q < classes; ++q)                                                    \
+            for (int j = 0; j < classes; ++j)                                                    \
                 for (int r = 0; r < rows; ++r)                                                   \
-                    o[r * k + c + q] = s[q * FS_LINEAR_ROWS + r] + b[c + q];                     \
+                    o[r * k + c + j] = s[j * FS_LINEAR_ROWS + r] + b[c + j];                     \
         }                                                                                        \
         for (int r = 0; r < rows; ++r)                                                           \
             loss += fs_linear_row_##SUFFIX(o + r * k, k, labels[index[r]], weights[index[r]],    \
                                            scale);                                               \
-        for (ptrdiff_t c = 0; c < k; c += FS_LINEAR_CLASSES) {                                   \
+        for (ptrdiff_t q = 0; q < groups; ++q) {                                                 \
+            ptrdiff_t c = k * q / groups;                                                        \
+            int classes = (int)(k * (q + 1) / groups - c);                                       \
+            const char *p = groups + q < FS_LINEAR_ROWS ? pf[groups + q] : (const char *)x[0];   \
             T *dw = dW + c * d;                                                                  \
-            ptrdiff_t q = blocks + c / FS_LINEAR_CLASSES;                                        \
-            const char *p = q < FS_LINEAR_ROWS ? pf[q] : (const char *)x[0];                     \
-            switch (k - c < FS_LINEAR_CLASSES ? (int)(k - c) : FS_LINEAR_CLASSES) {              \
+            switch (classes) {                                                                   \
             case 1: fs_linear_updates_##SUFFIX(x, rows, o + c, k, 1, d, dw, db + c, p); break;   \
             case 2: fs_linear_updates_##SUFFIX(x, rows, o + c, k, 2, d, dw, db + c, p); break;   \
             case 3: fs_linear_updates_##SUFFIX(x, rows, o + c, k, 3, d, dw, db + c, p); break;   \
+            case 4: fs_linear_updates_##SUFFIX(x, rows, o + c, k, 4, d, dw, db + c, p); break;   \
             default:                                                                             \
                 fs_linear_updates_##SUFFIX(x, rows, o + c, k, FS_LINEAR_CLASSES, d, dw, db + c,  \
                                            p);                                                   \
