@@ -41,7 +41,10 @@
 #define FS_ALWAYS_INLINE static inline __attribute__((always_inline))
 /* A minibatch's rows are scattered over X, so a row's lines miss every cache: the next block's
  * rows are requested (into L2) while this block computes. */
-#define FS_PREFETCH(address) __builtin_prefetch((address), 0, 2)
+#ifndef FS_PREFETCH_LOCALITY
+#define FS_PREFETCH_LOCALITY 2
+#endif
+#define FS_PREFETCH(address) __builtin_prefetch((address), 0, FS_PREFETCH_LOCALITY)
 #else
 #define FS_ALWAYS_INLINE static inline
 #define FS_PREFETCH(address)
