@@ -6,8 +6,14 @@
  * serves several FMAs. Row by row the loops were bound by loads (one W load per FMA): an epoch
  * of Fashion-MNIST minibatches took 86-110 ms. The block functions take their row and class
  * counts as arguments but are always inlined with constants, so the compiler unrolls them into
- * registers; the few counts needed (full blocks, and the 1-3 left over) are instantiated by the
- * callers. The rows are taken by index: a minibatch is never gathered into a copy.
+ * registers; the few counts needed (1 or FS_LINEAR_ROWS rows, 1 to FS_LINEAR_CLASSES classes)
+ * are instantiated by the callers. The rows are taken by index: a minibatch is never gathered
+ * into a copy, so its rows miss every cache; the rows of a later block are prefetched a line at
+ * a time inside the vector loops (see fs_linear_block).
+ *
+ * Tried and dropped (1 thread, float32 k = 10 d = 784): 64-byte aligned X, W and dW made no
+ * measurable difference with rows in random order (the misses dominate); prefetching one block
+ * ahead, or eight, was no better than two; prefetcht0 was slower than prefetcht1/t2.
  *
  * Precision: dot products and dW accumulate in the array's dtype (as BLAS does for float32); the
  * softmax sums and the loss in double, as in rowops.h.
@@ -21,7 +27,19 @@
 #include "rowops.h"
 
 #define FS_LINEAR_ROWS 4
+/* Up to 4 x 5 accumulators (and 5 x 4 broadcast gradients in the updates) fit the 32 vector
+ * registers of AVX-512; narrower targets have 16 (measured, k = 10 on AVX-512: see linear.h's
+ * history). Overridable for measurements. */
+#ifndef FS_LINEAR_CLASSES
+#if defined(__AVX512F__)
+#define FS_LINEAR_CLASSES 5
+#else
 #define FS_LINEAR_CLASSES 4
+#endif
+#endif
+#ifndef FS_LINEAR_AHEAD
+#define FS_LINEAR_AHEAD 2
+#endif
 /* The dot products' lane arrays: one AVX-512 vector (narrower targets use two or four). */
 #define FS_LANE_BYTES 64
 
@@ -29,7 +47,10 @@
 #define FS_ALWAYS_INLINE static inline __attribute__((always_inline))
 /* A minibatch's rows are scattered over X, so a row's lines miss every cache: the next block's
  * rows are requested (into L2) while this block computes. */
-#define FS_PREFETCH(address) __builtin_prefetch((address), 0, 2)
+#ifndef FS_PREFETCH_LOCALITY
+#define FS_PREFETCH_LOCALITY 2
+#endif
+#define FS_PREFETCH(address) __builtin_prefetch((address), 0, FS_PREFETCH_LOCALITY)
 #else
 #define FS_ALWAYS_INLINE static inline
 #define FS_PREFETCH(address)
@@ -63,7 +84,8 @@ static inline void fs_prefetch_row(const void *row, size_t bytes) {
      * tree, as a vector reduction would. (`omp simd reduction` over that many sums made GCC    \
      * spill them to the stack on every iteration.) */                                          \
     FS_ALWAYS_INLINE void fs_linear_dots_##SUFFIX(const T *const *x, int rows, const T *W,       \
-                                                  int classes, ptrdiff_t d, T *FS_RESTRICT s) {  \
+                                                  int classes, ptrdiff_t d, T *FS_RESTRICT s,    \
+                                                  const char *pf) {                              \
         enum { L = FS_LANE_BYTES / sizeof(T) };                                                  \
         T a[FS_LINEAR_CLASSES][FS_LINEAR_ROWS][L];                                               \
         for (int c = 0; c < classes; ++c)                                                        \
@@ -71,11 +93,13 @@ static inline void fs_prefetch_row(const void *row, size_t bytes) {
                 for (int l = 0; l < L; ++l) a[c][r][l] = 0;                                      \
         ptrdiff_t j = 0;                                                                         \
         for (; j + L <= d; j += L) {                                                             \
+            FS_PREFETCH(pf + j * sizeof(T));                                                     \
             FS_SIMD                                                                              \
             for (int l = 0; l < L; ++l)                                                          \
                 for (int c = 0; c < classes; ++c)                                                \
                     for (int r = 0; r < rows; ++r) a[c][r][l] += x[r][j + l] * W[c * d + j + l]; \
         }                                                                                        \
+        FS_PREFETCH(pf + d * sizeof(T) - 1); /* the row's last line, if it starts unaligned */   \
         for (int l = 0; j + l < d; ++l)                                                          \
             for (int c = 0; c < classes; ++c)                                                    \
                 for (int r = 0; r < rows; ++r) a[c][r][l] += x[r][j + l] * W[c * d + j + l];     \
@@ -87,19 +111,33 @@ static inline void fs_prefetch_row(const void *row, size_t bytes) {
             for (int r = 0; r < rows; ++r) s[c * FS_LINEAR_ROWS + r] = a[c][r][0];               \
     }                                                                                            \
     /* dW[c] += sum_r g[r k + c] x[r], db[c] += sum_r g[r k + c] for `rows` rows and          \
-     * `classes` classes (dW, db and g start at the first class). */                             \
+     * `classes` classes (dW, db and g start at the first class); prefetches the row at pf (one   \
+     * line per vector step, as fs_linear_dots). */                                              \
     FS_ALWAYS_INLINE void fs_linear_updates_##SUFFIX(const T *const *x, int rows,                \
                                                      const T *FS_RESTRICT g, ptrdiff_t k,        \
                                                      int classes, ptrdiff_t d,                   \
-                                                     T *FS_RESTRICT dW, T *FS_RESTRICT db) {     \
+                                                     T *FS_RESTRICT dW, T *FS_RESTRICT db,       \
+                                                     const char *pf) {                           \
+        enum { L = FS_LANE_BYTES / sizeof(T) };                                                  \
         T h[FS_LINEAR_CLASSES][FS_LINEAR_ROWS];                                                  \
         for (int c = 0; c < classes; ++c)                                                        \
             for (int r = 0; r < rows; ++r) {                                                     \
                 h[c][r] = g[r * k + c];                                                          \
                 db[c] += h[c][r];                                                                \
             }                                                                                    \
-        FS_SIMD                                                                                  \
-        for (ptrdiff_t j = 0; j < d; ++j)                                                        \
+        ptrdiff_t j = 0;                                                                         \
+        for (; j + L <= d; j += L) {                                                             \
+            FS_PREFETCH(pf + j * sizeof(T));                                                     \
+            FS_SIMD                                                                              \
+            for (int l = 0; l < L; ++l)                                                          \
+                for (int c = 0; c < classes; ++c) {                                              \
+                    T v = dW[c * d + j + l];                                                     \
+                    for (int r = 0; r < rows; ++r) v += h[c][r] * x[r][j + l];                   \
+                    dW[c * d + j + l] = v;                                                       \
+                }                                                                                \
+        }                                                                                        \
+        FS_PREFETCH(pf + d * sizeof(T) - 1);                                                     \
+        for (; j < d; ++j)                                                                       \
             for (int c = 0; c < classes; ++c) {                                                  \
                 T v = dW[c * d + j];                                                             \
                 for (int r = 0; r < rows; ++r) v += h[c][r] * x[r][j];                           \
@@ -107,64 +145,87 @@ static inline void fs_prefetch_row(const void *row, size_t bytes) {
             }                                                                                    \
     }                                                                                            \
     /* A block of `rows` rows x[] (a constant: 1 or FS_LINEAR_ROWS): logits into o (rows x k),  \
-     * softmax and loss (returned), then the gradient sums. Classes go FS_LINEAR_CLASSES at a   \
-     * time, then the 1-3 left, each count a constant. */                                       \
+     * softmax and loss (returned), then the gradient sums. The classes are split into the      \
+     * fewest groups of at most FS_LINEAR_CLASSES, of near-equal sizes (k = 10: 5 + 5, not      \
+     * 4 + 4 + 2), each size a constant. Each pass over a group (dots, then updates) also       \
+     * prefetches one of the rows pf[] of a later block, so that their reads are spread over    \
+     * the arithmetic (a burst of a block's ~200 lines stalled on the miss queue); rows left     \
+     * over when there are fewer passes than rows are prefetched at once. */                     \
     FS_ALWAYS_INLINE double fs_linear_block_##SUFFIX(                                            \
         const T *const *x, int rows, const int64_t *index, const T *W, const T *b, ptrdiff_t k,  \
         ptrdiff_t d, const int64_t *labels, const double *weights, double scale,                 \
-        T *FS_RESTRICT dW, T *FS_RESTRICT db, T *FS_RESTRICT o) {                                \
+        T *FS_RESTRICT dW, T *FS_RESTRICT db, T *FS_RESTRICT o, const char *const *pf) {         \
         T s[FS_LINEAR_CLASSES * FS_LINEAR_ROWS];                                                 \
         double loss = 0.0;                                                                       \
-        for (ptrdiff_t c = 0; c < k; c += FS_LINEAR_CLASSES) {                                   \
-            int classes = k - c < FS_LINEAR_CLASSES ? (int)(k - c) : FS_LINEAR_CLASSES;          \
+        ptrdiff_t groups = (k + FS_LINEAR_CLASSES - 1) / FS_LINEAR_CLASSES;                      \
+        for (ptrdiff_t q = 2 * groups; q < FS_LINEAR_ROWS; ++q)                                  \
+            fs_prefetch_row(pf[q], d * sizeof(T));                                               \
+        for (ptrdiff_t q = 0; q < groups; ++q) {                                                 \
+            ptrdiff_t c = k * q / groups;                                                        \
+            int classes = (int)(k * (q + 1) / groups - c);                                       \
+            const char *p = q < FS_LINEAR_ROWS ? pf[q] : (const char *)x[0];                     \
+            const T *w = W + c * d;                                                              \
             switch (classes) {                                                                   \
-            case 1: fs_linear_dots_##SUFFIX(x, rows, W + c * d, 1, d, s); break;                 \
-            case 2: fs_linear_dots_##SUFFIX(x, rows, W + c * d, 2, d, s); break;                 \
-            case 3: fs_linear_dots_##SUFFIX(x, rows, W + c * d, 3, d, s); break;                 \
-            default: fs_linear_dots_##SUFFIX(x, rows, W + c * d, FS_LINEAR_CLASSES, d, s);       \
+            case 1: fs_linear_dots_##SUFFIX(x, rows, w, 1, d, s, p); break;                      \
+            case 2: fs_linear_dots_##SUFFIX(x, rows, w, 2, d, s, p); break;                      \
+            case 3: fs_linear_dots_##SUFFIX(x, rows, w, 3, d, s, p); break;                      \
+            case 4: fs_linear_dots_##SUFFIX(x, rows, w, 4, d, s, p); break;                      \
+            default: fs_linear_dots_##SUFFIX(x, rows, w, FS_LINEAR_CLASSES, d, s, p);            \
             }                                                                                    \
-            for (int q = 0; q < classes; ++q)                                                    \
+            for (int j = 0; j < classes; ++j)                                                    \
                 for (int r = 0; r < rows; ++r)                                                   \
-                    o[r * k + c + q] = s[q * FS_LINEAR_ROWS + r] + b[c + q];                     \
+                    o[r * k + c + j] = s[j * FS_LINEAR_ROWS + r] + b[c + j];                     \
         }                                                                                        \
         for (int r = 0; r < rows; ++r)                                                           \
             loss += fs_linear_row_##SUFFIX(o + r * k, k, labels[index[r]], weights[index[r]],    \
                                            scale);                                               \
-        for (ptrdiff_t c = 0; c < k; c += FS_LINEAR_CLASSES) {                                   \
+        for (ptrdiff_t q = 0; q < groups; ++q) {                                                 \
+            ptrdiff_t c = k * q / groups;                                                        \
+            int classes = (int)(k * (q + 1) / groups - c);                                       \
+            const char *p = groups + q < FS_LINEAR_ROWS ? pf[groups + q] : (const char *)x[0];   \
             T *dw = dW + c * d;                                                                  \
-            switch (k - c < FS_LINEAR_CLASSES ? (int)(k - c) : FS_LINEAR_CLASSES) {              \
-            case 1: fs_linear_updates_##SUFFIX(x, rows, o + c, k, 1, d, dw, db + c); break;      \
-            case 2: fs_linear_updates_##SUFFIX(x, rows, o + c, k, 2, d, dw, db + c); break;      \
-            case 3: fs_linear_updates_##SUFFIX(x, rows, o + c, k, 3, d, dw, db + c); break;      \
+            switch (classes) {                                                                   \
+            case 1: fs_linear_updates_##SUFFIX(x, rows, o + c, k, 1, d, dw, db + c, p); break;   \
+            case 2: fs_linear_updates_##SUFFIX(x, rows, o + c, k, 2, d, dw, db + c, p); break;   \
+            case 3: fs_linear_updates_##SUFFIX(x, rows, o + c, k, 3, d, dw, db + c, p); break;   \
+            case 4: fs_linear_updates_##SUFFIX(x, rows, o + c, k, 4, d, dw, db + c, p); break;   \
             default:                                                                             \
-                fs_linear_updates_##SUFFIX(x, rows, o + c, k, FS_LINEAR_CLASSES, d, dw, db + c); \
+                fs_linear_updates_##SUFFIX(x, rows, o + c, k, FS_LINEAR_CLASSES, d, dw, db + c,  \
+                                           p);                                                   \
             }                                                                                    \
         }                                                                                        \
         return loss;                                                                             \
     }                                                                                            \
     /* Rows index[0..m) of the dense X (rows of d values): overwrites dW (k x d) and db (k)      \
      * with their gradient sums and returns their weighted loss sum; o: FS_LINEAR_ROWS * k      \
-     * values of scratch. */                                                                     \
+     * values of scratch. Block i prefetches the rows of block i + FS_LINEAR_AHEAD (the first   \
+     * blocks' rows at the start); past the end, it "prefetches" its own first row. */           \
     static double fs_linear_##SUFFIX(const T *X, ptrdiff_t d, const int64_t *index, ptrdiff_t m, \
                                      const T *W, const T *b, ptrdiff_t k, const int64_t *labels, \
                                      const double *weights, double scale, T *FS_RESTRICT dW,     \
                                      T *FS_RESTRICT db, T *FS_RESTRICT o) {                      \
+        enum { AHEAD = FS_LINEAR_AHEAD * FS_LINEAR_ROWS };                                       \
         const T *x[FS_LINEAR_ROWS];                                                              \
+        const char *pf[FS_LINEAR_ROWS];                                                          \
         double loss = 0.0;                                                                       \
         ptrdiff_t i = 0;                                                                         \
         memset(dW, 0, k * d * sizeof(T));                                                        \
         memset(db, 0, k * sizeof(T));                                                            \
+        for (ptrdiff_t r = FS_LINEAR_ROWS; r < m && r < AHEAD; ++r)                              \
+            fs_prefetch_row(X + index[r] * d, d * sizeof(T));                                    \
         for (; i + FS_LINEAR_ROWS <= m; i += FS_LINEAR_ROWS) {                                   \
-            for (int r = 0; r < FS_LINEAR_ROWS; ++r) x[r] = X + index[i + r] * d;                \
-            for (ptrdiff_t r = i + FS_LINEAR_ROWS; r < m && r < i + 2 * FS_LINEAR_ROWS; ++r)     \
-                fs_prefetch_row(X + index[r] * d, d * sizeof(T));                                \
+            for (int r = 0; r < FS_LINEAR_ROWS; ++r) {                                           \
+                x[r] = X + index[i + r] * d;                                                     \
+                pf[r] = (const char *)(i + AHEAD + r < m ? X + index[i + AHEAD + r] * d : x[0]); \
+            }                                                                                    \
             loss += fs_linear_block_##SUFFIX(x, FS_LINEAR_ROWS, index + i, W, b, k, d, labels,   \
-                                             weights, scale, dW, db, o);                         \
+                                             weights, scale, dW, db, o, pf);                     \
         }                                                                                        \
+        for (int r = 0; r < FS_LINEAR_ROWS; ++r) pf[r] = (const char *)X;                        \
         for (; i < m; ++i) {                                                                     \
             x[0] = X + index[i] * d;                                                             \
             loss += fs_linear_block_##SUFFIX(x, 1, index + i, W, b, k, d, labels, weights,       \
-                                             scale, dW, db, o);                                  \
+                                             scale, dW, db, o, pf);                              \
         }                                                                                        \
         return loss;                                                                             \
     }                                                                                            \
