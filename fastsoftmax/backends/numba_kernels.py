@@ -857,8 +857,8 @@ def _logits4x1(G, W, b, c, X, i0, i1, i2, i3):
 
 
 # The gradient sums, blocked the same way: per step j the 4 X values are loaded once for the
-# 4 (2, 1) rows of gW updated. Each gW[c, j] gets the same expression in the same order as
-# one class at a time would give it.
+# 4 (2, 1) rows of gW updated. gW[c, j] takes the four products one after the other: four FMAs,
+# where gW + (g0 x0 + ... + g3 x3) took a multiply, three FMAs and an add.
 
 
 @njit(fastmath=EXACT)
@@ -870,10 +870,10 @@ def _add_outer4x4(gW, c, G, X, i0, i1, i2, i3):
     f0, f1, f2, f3 = G[0, c + 3], G[1, c + 3], G[2, c + 3], G[3, c + 3]
     for j in range(gW.shape[1]):
         x0, x1, x2, x3 = X[i0, j], X[i1, j], X[i2, j], X[i3, j]
-        gW[c, j] += a0 * x0 + a1 * x1 + a2 * x2 + a3 * x3
-        gW[c + 1, j] += b0 * x0 + b1 * x1 + b2 * x2 + b3 * x3
-        gW[c + 2, j] += e0 * x0 + e1 * x1 + e2 * x2 + e3 * x3
-        gW[c + 3, j] += f0 * x0 + f1 * x1 + f2 * x2 + f3 * x3
+        gW[c, j] = (((gW[c, j] + a0 * x0) + a1 * x1) + a2 * x2) + a3 * x3
+        gW[c + 1, j] = (((gW[c + 1, j] + b0 * x0) + b1 * x1) + b2 * x2) + b3 * x3
+        gW[c + 2, j] = (((gW[c + 2, j] + e0 * x0) + e1 * x1) + e2 * x2) + e3 * x3
+        gW[c + 3, j] = (((gW[c + 3, j] + f0 * x0) + f1 * x1) + f2 * x2) + f3 * x3
 
 
 @njit(fastmath=EXACT)
@@ -882,15 +882,15 @@ def _add_outer4x2(gW, c, G, X, i0, i1, i2, i3):
     b0, b1, b2, b3 = G[0, c + 1], G[1, c + 1], G[2, c + 1], G[3, c + 1]
     for j in range(gW.shape[1]):
         x0, x1, x2, x3 = X[i0, j], X[i1, j], X[i2, j], X[i3, j]
-        gW[c, j] += a0 * x0 + a1 * x1 + a2 * x2 + a3 * x3
-        gW[c + 1, j] += b0 * x0 + b1 * x1 + b2 * x2 + b3 * x3
+        gW[c, j] = (((gW[c, j] + a0 * x0) + a1 * x1) + a2 * x2) + a3 * x3
+        gW[c + 1, j] = (((gW[c + 1, j] + b0 * x0) + b1 * x1) + b2 * x2) + b3 * x3
 
 
 @njit(fastmath=EXACT)
 def _add_outer4x1(gW, c, G, X, i0, i1, i2, i3):
     g0, g1, g2, g3 = G[0, c], G[1, c], G[2, c], G[3, c]
     for j in range(gW.shape[1]):
-        gW[c, j] += g0 * X[i0, j] + g1 * X[i1, j] + g2 * X[i2, j] + g3 * X[i3, j]
+        gW[c, j] = (((gW[c, j] + g0 * X[i0, j]) + g1 * X[i1, j]) + g2 * X[i2, j]) + g3 * X[i3, j]
 
 
 @njit(fastmath=EXACT)
