@@ -781,6 +781,42 @@ def _softmax_gradient(o, label, c):
     return np.log(s) - label_logit
 
 
+@intrinsic
+def _prefetch_row(typingctx, X, i):
+    """Ask for the cache lines of the row X[i] (C-contiguous) to be brought into L2, without
+    waiting for them (llvm.prefetch: read, locality 2, i.e. prefetcht1)."""
+
+    def codegen(context, builder, signature, args):
+        from numba.core import cgutils
+
+        array_type = signature.args[0]
+        array = context.make_array(array_type)(context, builder, args[0])
+        index = context.cast(builder, args[1], signature.args[1], types.intp)
+        row = cgutils.get_item_pointer(
+            context, builder, array_type, array, [index, context.get_constant(types.intp, 0)]
+        )
+        byte_pointer = ir.IntType(8).as_pointer()
+        i32 = ir.IntType(32)
+        prefetch = cgutils.get_or_insert_function(
+            builder.module,
+            ir.FunctionType(ir.VoidType(), [byte_pointer, i32, i32, i32]),
+            "llvm.prefetch.p0",
+        )
+        start = builder.bitcast(row, byte_pointer)
+        row_bytes = array_type.dtype.bitwidth // 8 * 1
+        n_bytes = builder.mul(
+            builder.extract_value(array.shape, 1), context.get_constant(types.intp, row_bytes)
+        )
+        with cgutils.for_range_slice(
+            builder, context.get_constant(types.intp, 0), n_bytes, context.get_constant(types.intp, 64)
+        ) as (offset, _):
+            line = builder.gep(start, [offset])
+            builder.call(prefetch, [line, i32(0), i32(2), i32(1)])
+        return context.get_dummy_value()
+
+    return types.none(X, i), codegen
+
+
 # A block of 4 rows meets the classes 4 at a time (then 2, then 1 for what is left), like a small
 # GEMM: per step j, 4 loads of X and 4 of W serve 16 multiply-adds, where 4 rows x 1 class took
 # 5 loads for 4 (the loop was bound by loads, the X rows re-read once per class). The 16 sums
@@ -907,6 +943,10 @@ def _linear_dense_run(X, args, run, n_runs, parts):
         i1 = rows[min(first + 1, stop - 1)]
         i2 = rows[min(first + 2, stop - 1)]
         i3 = rows[min(first + 3, stop - 1)]
+        # The rows of a minibatch are scattered over X, so each row's first lines miss the
+        # caches; the next block's rows are requested while this block computes.
+        for r in range(first + ROWS_PER_BLOCK, min(first + 2 * ROWS_PER_BLOCK, stop)):
+            _prefetch_row(X, rows[r])
         for c in range(0, k - 3, 4):
             _logits4x4(G, W, b, c, X, i0, i1, i2, i3)
         c = k - k % 4
