@@ -11,7 +11,8 @@ Run from the repository root; each part prints a Markdown table:
 k in {2, 10, 32, 100, 1000} classes and d in {64, 784, 4096} features, dense and CSR (d / 20
 non-zeros a row): a minibatch epoch (batches of 256 rows taken by index) and a full pass (the
 L-BFGS data term). It prints blas time / fused time: above 1 the fused kernel wins. The
-``FUSED_MAX_CLASSES`` rule of ``fastsoftmax._linear`` comes from this table.
+``FUSED_MAX_WEIGHTS`` and ``FUSED_MIN_FEATURES`` rule of ``fastsoftmax._linear`` come from
+this table.
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ Two methods compute the same sums:
   never called inside a parallel region.
 
 :func:`choose_method` picks one by shape from the crossovers measured on the benchmark machine
-(:data:`FUSED_MAX_CLASSES`, see the README's "Training at kernel speed").
+(:data:`FUSED_MAX_WEIGHTS`, see the README's "Training at kernel speed").
 
 The objective is defined here once: :func:`block_sums` gives the weighted sums over some rows,
 :func:`mean_objective` turns sums into the weighted mean plus the ``l2`` term.
@@ -38,9 +38,15 @@ DEFAULT_CHUNK_ROWS = 1024
 
 METHODS = ("auto", "fused", "blas")
 
-#: The most classes at which "auto" takes the fused kernel, for dense and CSR ``X`` (measured:
-#: README, "Training at kernel speed"). Beyond them BLAS's blocking wins.
-FUSED_MAX_CLASSES = {"dense": 32, "csr": 1000}
+#: "auto" takes the fused kernel while ``W`` has at most this many entries (k * d), for dense
+#: and CSR ``X``: dense, while ``W`` and ``dW`` stay in L2 (2**17 float32 entries is 512 KiB of
+#: the 1 MiB here); CSR, whose rows gather from and scatter into scattered columns of ``W``,
+#: while they stay in L1 (the Numba kernel lost beyond 2**11, the Cython one beyond 2**13).
+#: Beyond, BLAS's (or SciPy's) blocking wins. Dense rows also need ``FUSED_MIN_FEATURES``
+#: features (fewer: the fused kernel's per-row work does not pay) unless there are 2 classes.
+#: Measured: README, "Training at kernel speed".
+FUSED_MAX_WEIGHTS = {"dense": 1 << 17, "csr": 1 << 11}
+FUSED_MIN_FEATURES = 256
 
 
 def is_sparse(X) -> bool:
@@ -56,7 +62,9 @@ def _blas_pools():
     return ThreadpoolController().select(user_api="blas")
 
 
-def choose_method(method: str, n_classes: int, sparse: bool, backend: str | None) -> str:
+def choose_method(
+    method: str, n_classes: int, n_features: int, sparse: bool, backend: str | None
+) -> str:
     """``method``, or for "auto" the faster of "fused" and "blas" for this shape.
 
     The NumPy backend's fused kernel is the BLAS composition itself (the specification), so
@@ -66,7 +74,9 @@ def choose_method(method: str, n_classes: int, sparse: bool, backend: str | None
         return method
     if resolve_backend(backend) == "numpy":
         return "blas"
-    return "fused" if n_classes <= FUSED_MAX_CLASSES["csr" if sparse else "dense"] else "blas"
+    small_weights = n_classes * n_features <= FUSED_MAX_WEIGHTS["csr" if sparse else "dense"]
+    wide_enough = sparse or n_features >= FUSED_MIN_FEATURES or n_classes <= 2
+    return "fused" if small_weights and wide_enough else "blas"
 
 
 class LinearTerm:
@@ -98,7 +108,7 @@ class LinearTerm:
         n_rows, n_features = X.shape
         rows = n_rows if rows is None else rows
         sparse = is_sparse(X)
-        self.method = choose_method(method, n_classes, sparse, backend)
+        self.method = choose_method(method, n_classes, n_features, sparse, backend)
         kernel = "linear_cross_entropy" if self.method == "fused" else "cross_entropy_labels"
         work = rows * n_classes * (n_features if self.method == "fused" else 1)
         self.module, self.threads = kernel_module(kernel, backend, work, n_threads)

@@ -313,8 +313,9 @@ def test_fused_and_blas_methods_train_the_same_model(backend, sparse, monkeypatc
     X, y = blobs(n=300, d=8, k=4, dtype=np.float64)
     X = sp.csr_matrix(np.where(np.abs(X) > 1, X, 0)) if sparse else X
     models = {}
-    for method, most_classes in (("fused", 10**6), ("blas", 0)):
-        monkeypatch.setitem(_linear.FUSED_MAX_CLASSES, "csr" if sparse else "dense", most_classes)
+    for method, most_weights in (("fused", 10**9), ("blas", 0)):
+        monkeypatch.setitem(_linear.FUSED_MAX_WEIGHTS, "csr" if sparse else "dense", most_weights)
+        monkeypatch.setattr(_linear, "FUSED_MIN_FEATURES", 0)
         options = dict(random_state=0, dtype=np.float64, backend=backend, tol=None, l2=0.01)
         models[method] = {
             solver: SoftmaxRegression(solver=solver, **options).fit(
@@ -370,3 +371,23 @@ def test_solvers_and_data_terms_do_not_import_the_estimator(module):
     code = f"import sys, {module}\nassert 'fastsoftmax.classifier' not in sys.modules, {module!r}"
     root = Path(__file__).resolve().parents[1]  # the package of this checkout, not an install
     subprocess.run([sys.executable, "-c", code], cwd=root, check=True, timeout=120)
+
+
+@pytest.mark.parametrize(
+    ("n_classes", "n_features", "sparse", "expected"),
+    [
+        (10, 784, False, "fused"),  # Fashion-MNIST: W and dW stay in L2
+        (100, 784, False, "fused"),
+        (1000, 784, False, "blas"),  # BLAS's blocking wins on a 3 MiB W
+        (10, 64, False, "blas"),  # digits: too little work per row for the fused kernel
+        (2, 64, False, "fused"),
+        (10, 64, True, "fused"),
+        (20, 50_000, True, "blas"),  # TF-IDF: scattered columns of a 4 MiB W
+    ],
+)
+def test_auto_method_follows_the_measured_crossovers(n_classes, n_features, sparse, expected):
+    from fastsoftmax._linear import choose_method
+
+    assert choose_method("auto", n_classes, n_features, sparse, "cython") == expected
+    assert choose_method("auto", n_classes, n_features, sparse, "numpy") == "blas"
+    assert choose_method("fused", n_classes, n_features, sparse, "numpy") == "fused"

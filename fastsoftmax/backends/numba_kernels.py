@@ -808,7 +808,10 @@ def _prefetch_row(typingctx, X, i):
             builder.extract_value(array.shape, 1), context.get_constant(types.intp, row_bytes)
         )
         with cgutils.for_range_slice(
-            builder, context.get_constant(types.intp, 0), n_bytes, context.get_constant(types.intp, 64)
+            builder,
+            context.get_constant(types.intp, 0),
+            n_bytes,
+            context.get_constant(types.intp, 64),
         ) as (offset, _):
             line = builder.gep(start, [offset])
             builder.call(prefetch, [line, i32(0), i32(2), i32(1)])
@@ -974,8 +977,9 @@ def _linear_dense_run(X, args, run, n_runs, parts):
 
 
 @njit(fastmath=EXACT)
-def _block_softmax_gradient(G, G_flat, maxima, label_logits, rows, first, stop, labels, weights,
-                            scale):
+def _block_softmax_gradient(
+    G, G_flat, maxima, label_logits, rows, first, stop, labels, weights, scale
+):
     """Each row r of the block's logits G (rows[first + r], or none past ``stop``) as
     _softmax_gradient would leave it (zero if unlabelled); returns the block's weighted loss.
 
