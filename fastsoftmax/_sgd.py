@@ -45,9 +45,10 @@ from fastsoftmax._linear import l2_penalty
 AUTO_STEP = 24.0
 
 # An epoch whose mean loss exceeds the last kept epoch's by more than this factor is undone
-# and the step halved. Epoch losses are measured on moving weights, so a little noise is
-# allowed: on Fashion-MNIST and digits no epoch of a converging run rose by 1e-3.
-RISE_ALLOWED = 1 + 1e-3
+# and the step halved. Epoch means are taken on moving weights and are noisy on small data:
+# with the defaults on digits (6 minibatches an epoch), converging runs had epochs 0.1-6 %
+# above the one before; on Fashion-MNIST none rose.
+RISE_ALLOWED = 1.1
 
 
 @dataclass(frozen=True)
@@ -182,7 +183,7 @@ def train(
     """Up to ``epochs`` epochs of minibatch SGD from ``state``, which it updates.
 
     Step-size back-off: an epoch whose mean loss runs away (not finite, or above 100 log k),
-    or from the second epoch on rises above the last kept epoch's, is undone (weights back to
+    or from the second epoch on rises 10 % above the last kept epoch's, is undone (weights back to
     where it started, momentum to zero) and the step size is halved for the epochs after it.
     A run-away epoch warns; so does a fit that keeps no epoch, and one that ends with its
     training objective above where it started. With

@@ -142,10 +142,11 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
     The SGD defaults (Nesterov momentum 0.9, the "auto" step with cosine decay over 10 epochs,
     batches of 256) were chosen on Fashion-MNIST, where they reach about 0.845 test accuracy in
     10 epochs against 0.829 for plain SGD at a constant step of 0.1, and on digits (0.95);
-    ``tol`` stops earlier on easy data. An epoch whose mean loss rises above the last kept
-    epoch's (or is not finite) is undone and the step size halved for the epochs after it
-    (printed with ``verbose``; a non-finite epoch warns, and so does a fit that keeps no
-    epoch). Features of very different scales still slow SGD down: standardise them if they
+    ``tol`` stops earlier on easy data. An epoch whose mean loss runs away (not finite, or
+    above 100 log k) or, from the second epoch on, rises 10 % above the last kept epoch's is
+    undone (weights back, momentum restarted) and the step size halved for the epochs after
+    it (printed with ``verbose``; a run-away epoch warns, and so do a fit that keeps no epoch
+    and one that ends with its training loss above where it started). Features of very different scales still slow SGD down: standardise them if they
     differ by orders of magnitude.
 
     ``partial_fit`` always takes SGD steps (one epoch at a constant step), whatever ``solver``:
