@@ -146,8 +146,9 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
     above 100 log k) or, from the second epoch on, rises 10 % above the last kept epoch's is
     undone (weights back, momentum restarted) and the step size halved for the epochs after
     it (printed with ``verbose``; a run-away epoch warns, and so do a fit that keeps no epoch
-    and one that ends with its training loss above where it started). Features of very different scales still slow SGD down: standardise them if they
-    differ by orders of magnitude.
+    and one that ends with its training loss above where it started). Features of very
+    different scales still slow SGD down: standardise them if they differ by orders of
+    magnitude.
 
     ``partial_fit`` always takes SGD steps (one epoch at a constant step), whatever ``solver``:
     after an L-BFGS fit it fine-tunes the L-BFGS weights.
