@@ -391,3 +391,11 @@ def test_auto_method_follows_the_measured_crossovers(n_classes, n_features, spar
     assert choose_method("auto", n_classes, n_features, sparse, "cython") == expected
     assert choose_method("auto", n_classes, n_features, sparse, "numpy") == "blas"
     assert choose_method("fused", n_classes, n_features, sparse, "numpy") == "fused"
+
+
+def test_momentum_zero_is_plain_sgd_whatever_nesterov(digits):
+    X_train, y_train, _, _ = digits
+    options = dict(solver="sgd", random_state=0, momentum=0.0, max_epochs=2, tol=None)
+    default = SoftmaxRegression(**options).fit(X_train, y_train)  # nesterov=True by default
+    plain = SoftmaxRegression(**options, nesterov=False).fit(X_train, y_train)
+    assert_array_equal(default.coef_, plain.coef_)
