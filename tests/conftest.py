@@ -18,10 +18,8 @@ ALL_BACKENDS = tuple(backends.BACKENDS)
 REQUIRE_ALL_BACKENDS = os.environ.get("FASTSOFTMAX_REQUIRE_ALL_BACKENDS") == "1"
 
 
-@pytest.fixture(params=ALL_BACKENDS)
-def backend(request) -> str:
-    """Name of each backend in turn; skipped (or, in CI, failed) when it is not available."""
-    name = request.param
+def require_backend(name: str) -> str:
+    """``name``, or skip the test (fail it in CI) when that backend is not available."""
     if name not in fastsoftmax.available_backends():
         try:
             backends.load(name)
@@ -32,6 +30,12 @@ def backend(request) -> str:
             pytest.fail(f"FASTSOFTMAX_REQUIRE_ALL_BACKENDS=1 but {reason}", pytrace=False)
         pytest.skip(reason)
     return name
+
+
+@pytest.fixture(params=ALL_BACKENDS)
+def backend(request) -> str:
+    """Name of each backend in turn; skipped (or, in CI, failed) when it is not available."""
+    return require_backend(request.param)
 
 
 @pytest.fixture(params=[np.float32, np.float64], ids=["float32", "float64"])

@@ -9,10 +9,9 @@ row by row, including in place (grad_input is grad_output, or is output) and on 
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import pytest
+from conftest import require_backend
 
 from fastsoftmax import backends
 
@@ -25,12 +24,7 @@ TOLERANCE = {np.float32: 1e-5, np.float64: 1e-12}  # relative to max(1, |referen
 
 @pytest.fixture(scope="module")
 def kernels():
-    if not backends.is_available("numba"):
-        message = "backend 'numba' is not available"
-        if os.environ.get("FASTSOFTMAX_REQUIRE_ALL_BACKENDS") == "1":
-            pytest.fail(f"FASTSOFTMAX_REQUIRE_ALL_BACKENDS=1 but {message}", pytrace=False)
-        pytest.skip(message)
-    return backends.load("numba")
+    return backends.load(require_backend("numba"))
 
 
 def reference(kernel: str, grad_output: np.ndarray, output: np.ndarray) -> np.ndarray:

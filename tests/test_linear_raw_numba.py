@@ -6,10 +6,9 @@ of order, m = 0, one row, k = 1; float32 and float64, 1 and 2 threads.
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import pytest
+from conftest import require_backend
 
 from fastsoftmax import backends
 from fastsoftmax.backends import numpy_reference
@@ -26,12 +25,7 @@ CASES = [("none", 3), ("one", 3), ("all", 1), ("repeats", 4), ("all", 7)]
 
 @pytest.fixture(scope="module")
 def kernels():
-    if not backends.is_available("numba"):
-        message = "backend 'numba' is not available"
-        if os.environ.get("FASTSOFTMAX_REQUIRE_ALL_BACKENDS") == "1":
-            pytest.fail(f"FASTSOFTMAX_REQUIRE_ALL_BACKENDS=1 but {message}", pytrace=False)
-        pytest.skip(message)
-    return backends.load("numba")
+    return backends.load(require_backend("numba"))
 
 
 def csr_problem(dtype, k, rng, n=9, d=6):
