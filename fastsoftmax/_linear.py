@@ -111,11 +111,11 @@ class LinearTerm:
         self.method = choose_method(method, n_classes, n_features, sparse, backend)
         kernel = "linear_cross_entropy" if self.method == "fused" else "cross_entropy_labels"
         work = rows * n_classes * (n_features if self.method == "fused" else 1)
-        self.module, self.threads = kernel_module(kernel, backend, work, n_threads)
         if self.method == "blas":
             # BLAS has the cores here (its GEMMs are the work); a kernel team besides its
             # spinning threads would oversubscribe them.
-            self.threads = 1
+            n_threads = 1
+        self.module, self.threads = kernel_module(kernel, backend, work, n_threads)
         self.labels = labels
         self.weights = np.ones(n_rows) if weights is None else weights
         self.dW = np.zeros((n_classes, n_features), X.dtype)
