@@ -287,14 +287,15 @@ def test_several_processes_start_the_backends_at_once(process_outcomes):
     }
 
 
-def test_numba_writes_no_on_disk_cache(process_outcomes):
-    """README: no on-disk cache is used (cached parallel functions have crashed when
-    processes share it), so processes starting at once cannot race on one."""
+def test_processes_started_at_once_share_one_numba_cache_entry(process_outcomes):
+    """The three processes compiled softmax for float64 at the same time into one cache
+    directory: one entry results (tests/test_numba_cache.py covers the cache itself)."""
     _, cache = process_outcomes
-    written = sorted(str(p.relative_to(cache)) for p in cache.rglob("*")) if cache.exists() else []
-    assert written == [], f"Numba wrote a cache: {written}"
-    package = Path(fastsoftmax.__file__).parent
-    assert not [*package.rglob("*.nbi"), *package.rglob("*.nbc")], "Numba cache files exist"
+    if "numba" not in fastsoftmax.available_backends():
+        pytest.skip("Numba is not installed")
+    written = sorted(path.name for path in cache.rglob("*.nb*"))
+    assert len(written) == 2, f"expected one index and one data file: {written}"
+    assert all(".softmax_float64-" in name for name in written), written
 
 
 def test_a_forked_child_runs_the_numpy_backend(process_outcomes):

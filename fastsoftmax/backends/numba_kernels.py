@@ -24,15 +24,18 @@ Design
 * Fast-math flags never include ``nnan``/``ninf`` (NaN/inf semantics are part of the contract),
   and ``reassoc`` is confined to the reductions: it would turn ``(x - m) - log(s)`` into
   ``x - (m + log(s))`` and undo the range reduction inside ``vexp``.
-* Functions compile on first call (``fastsoftmax.warmup()`` compiles ahead). No ``cache=True``:
-  cached parallel functions have crashed when processes share the cache (numba issues 4807,
-  10128).
+* Each kernel compiles on its first call with a given dtype, and only then
+  (``fastsoftmax.warmup()`` compiles ahead), into Numba's on-disk cache: a later process loads
+  it in a fraction of a second. The cache sits in the package's ``__pycache__`` when that is
+  writable, else in Numba's user cache directory (``NUMBA_CACHE_DIR`` chooses another);
+  ``FASTSOFTMAX_NUMBA_CACHE=0`` turns it off. See :class:`_ByDtype` for why each kernel and
+  dtype is a Numba function of its own.
 """
 
 from __future__ import annotations
 
-import linecache
 import math
+import os
 
 import numba
 import numpy as np
@@ -42,6 +45,12 @@ from numba.extending import intrinsic, overload
 
 EXACT = {"nsz", "arcp", "contract", "afn"}
 REDUCE = EXACT | {"reassoc"}
+
+# Compiled kernels are kept in Numba's on-disk cache (see _ByDtype) unless
+# FASTSOFTMAX_NUMBA_CACHE=0, and never under NUMBA_BOUNDSCHECK: Numba's cache key does not
+# record it, so a checked run would load kernels compiled without the checks.
+CACHE = os.environ.get("FASTSOFTMAX_NUMBA_CACHE", "1") != "0" and not numba.config.BOUNDSCHECK
+cache_failures: list[str] = []
 
 
 def max_threads() -> int:
@@ -60,7 +69,19 @@ def describe() -> dict:
         "threading_layer": layer,
         "threading_layer_setting": numba.config.THREADING_LAYER,
         "svml": bool(numba.config.USING_SVML),
+        "cache": _cache_state(),
     }
+
+
+def _cache_state() -> str:
+    if not CACHE:
+        return "off (FASTSOFTMAX_NUMBA_CACHE=0 or NUMBA_BOUNDSCHECK)"
+    if cache_failures:
+        return f"off: {cache_failures[0]}"
+    for kernel in (logsumexp, softmax):  # any compiled one knows its cache directory
+        for compiled in kernel.compiled.values():
+            return getattr(compiled._cache, "_cache_path", "on")
+    return "on (nothing compiled yet in this process)"
 
 
 # -- scalar helpers -------------------------------------------------------------------------
@@ -290,11 +311,11 @@ def _run_range(n, n_runs, run):
 
 _KERNEL_SOURCE = """\
 def {name}({parameters}, n_threads):
-    caller_threads = numba.get_num_threads()
-    numba.set_num_threads(n_threads)
-    for run in prange(n_threads):
-        work({first}, ({rest},), run, n_threads)
-    numba.set_num_threads(caller_threads)
+    if n_threads == 1:  # no pool dispatch
+        work({first}, ({rest},), 0, 1)
+    else:
+        for run in prange(n_threads):
+            work({first}, ({rest},), run, n_threads)
 """
 
 
@@ -305,13 +326,32 @@ def {name}({parameters}, n_threads):
     if n_runs == 1:  # no pool dispatch
         work({first}, ({rest},), 0, 1, scratch)
     else:
-        caller_threads = numba.get_num_threads()
-        numba.set_num_threads(n_runs)
         for run in prange(n_runs):
             work({first}, ({rest},), run, n_runs, scratch)
-        numba.set_num_threads(caller_threads)
     return gather({first}, ({rest},), scratch)
 """
+
+# The raw kernel itself: Python that hands its arguments to the compiled function for the dtype
+# of its first argument, on n_threads threads.
+_BY_DTYPE_SOURCE = """\
+def {name}({parameters}, n_threads):
+    return on_threads(n_threads, compiled[{first}.dtype], {parameters})
+"""
+
+
+def _on_threads(n_threads, compiled, *args):
+    """``compiled(*args, n_threads)`` with Numba's pool set to ``n_threads`` threads (the
+    caller's setting is restored). Set here rather than in the compiled code: Numba cannot cache
+    a function that reads or sets the thread count. Threads then take one run each of a
+    ``prange`` over at most ``n_threads`` runs, and one run takes none from the pool."""
+    caller_threads = n_threads if n_threads == 1 else numba.get_num_threads()
+    if caller_threads == n_threads:
+        return compiled(*args, n_threads)
+    numba.set_num_threads(n_threads)
+    try:
+        return compiled(*args, n_threads)
+    finally:
+        numba.set_num_threads(caller_threads)
 
 
 class _Parts:
@@ -324,14 +364,61 @@ class _Parts:
         self.runs, self.scratch, self.gather = runs, scratch, gather
 
 
+def _define(template: str, name: str, namespace: dict, **fields):
+    """The function ``name`` that ``template`` defines, compiled as if it stood where the
+    template stands in this file: tracebacks and Numba's messages then quote the template, and
+    Numba's on-disk cache, which needs a real source file, can locate it."""
+    source = template.format(name=name, **fields)
+    padding = "\n" * _SOURCE[: _SOURCE.index(template)].count("\n")
+    exec(compile(padding + source, __file__, "exec"), namespace)
+    return namespace[name]
+
+
+with open(__file__, encoding="utf-8") as _file:
+    _SOURCE = _file.read()
+
+
+class _ByDtype(dict):
+    """A kernel's compiled functions by dtype, each compiled (or read from the on-disk cache)
+    on first use: a call compiles only its own kernel and dtype.
+
+    One Numba function per kernel and dtype also keeps one signature per cache index. Numba
+    names a new cache entry's data file after the entries already in the index it has read, so
+    two processes compiling *different* signatures of one function at once can each write an
+    entry under the same file name, and a later process load the other signature's code for its
+    own. With one signature per function, processes that race write the same entry."""
+
+    def __init__(self, name, template, fields, namespace):
+        super().__init__()
+        self.name, self.template, self.fields, self.namespace = name, template, fields, namespace
+
+    def __missing__(self, dtype):
+        name = f"{self.name}_{dtype.name}"
+        function = _define(self.template, name, dict(self.namespace), **self.fields)
+        function.__module__ = __name__
+        self[dtype] = compiled = _jit(function)
+        return compiled
+
+
+def _jit(function):
+    options = {"parallel": True, "fastmath": EXACT}
+    if CACHE:
+        try:
+            return njit(cache=True, **options)(function)
+        except RuntimeError as exc:  # no writable cache directory anywhere
+            cache_failures.append(str(exc))
+    return njit(**options)(function)
+
+
 def _kernel(name, parameters, work, doc=None, parts=None):
     """The raw kernel ``name(parameters..., n_threads)``: runs ``work`` once per thread.
 
-    Here and only here: ``n_threads`` is applied, and the caller's setting restored on return.
-    One run per thread, each a contiguous share of the work, so a run can allocate its scratch
-    buffers once. The kernel is generated from source so that it has the contract's parameter
-    names (tests/test_contract.py reads them) and packs no tuple in a wrapper of its own: every
-    further jitted layer re-optimises all the code below it at compile time.
+    Here and only here (with :func:`_on_threads`): ``n_threads`` is applied. One run per
+    thread, each a contiguous share of the work, so a run can allocate its scratch buffers
+    once. The compiled function is generated from source so that it packs no tuple in
+    a wrapper of its own: every further jitted layer re-optimises all the code below it at
+    compile time. The kernel has the contract's parameter names (tests/test_contract.py reads
+    them); its ``compiled`` attribute holds the compiled function of each dtype used so far.
 
     ``work`` must stay a call, not ``inline="always"``: with ``args`` unpacked inside the prange
     body itself, Numba 0.68 dropped the writes to the arrays taken from it. The row finishes are
@@ -341,18 +428,17 @@ def _kernel(name, parameters, work, doc=None, parts=None):
     small, and returns what ``parts.gather`` does.
     """
     first, *rest = parameters.split(", ")
-    source = (_KERNEL_SOURCE if parts is None else _PARTS_KERNEL_SOURCE).format(
-        name=name, parameters=parameters, first=first, rest=", ".join(rest)
-    )
-    filename = f"<fastsoftmax numba kernel {name}>"
-    linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)  # tracebacks
-    namespace = {"numba": numba, "prange": prange, "work": work}
+    fields = {"parameters": parameters, "first": first, "rest": ", ".join(rest)}
+    namespace = {"__name__": __name__, "prange": prange, "work": work}
     if parts is not None:
         namespace.update(runs=parts.runs, make_scratch=parts.scratch, gather=parts.gather)
-    exec(compile(source, filename, "exec"), namespace)
-    function = namespace[name]
-    function.__module__, function.__doc__ = __name__, doc
-    return njit(parallel=True, fastmath=EXACT)(function)
+    template = _KERNEL_SOURCE if parts is None else _PARTS_KERNEL_SOURCE
+    compiled = _ByDtype(name, template, fields, namespace)
+    kernel = _define(
+        _BY_DTYPE_SOURCE, name, {"compiled": compiled, "on_threads": _on_threads}, **fields
+    )
+    kernel.__module__, kernel.__doc__, kernel.compiled = __name__, doc, compiled
+    return kernel
 
 
 # Narrow rows (k < NARROW) go BLOCK rows at a time: each row's maximum is subtracted row by row,
