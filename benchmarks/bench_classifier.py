@@ -1,8 +1,8 @@
 """asv suite: SoftmaxRegression accuracy (tracked) and one Fashion-MNIST epoch (timed).
 
 The accuracy uses scikit-learn's bundled digits, so it runs offline everywhere; the epoch runs
-only where Fashion-MNIST is found (``FASTSOFTMAX_DATA`` or ``shared/data`` beside the checkout)
-and is skipped elsewhere.
+only where Fashion-MNIST is found (where the package finds it, or the developers' copy in
+``../shared/data``: :mod:`shared_data`) and is skipped elsewhere; it never downloads.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 from fastsoftmax import backends
 from fastsoftmax import benchmark as fb
 
-from . import common
+from . import common, shared_data
 
 BACKENDS = tuple(backends.available_backends())
 
@@ -46,10 +46,10 @@ class ClassifierEpoch:
     warmup_time = 0
 
     def setup(self, backend, threads):
-        from fastsoftmax.datasets import default_fashion_mnist_path
-
-        if default_fashion_mnist_path() is None:
-            raise NotImplementedError("Fashion-MNIST not found (set FASTSOFTMAX_DATA)")
+        if shared_data.expose_fashion_mnist() is None:
+            raise NotImplementedError(
+                "Fashion-MNIST not found (fastsoftmax.datasets.fetch_fashion_mnist() gets it)"
+            )
         self.run = fb.make_runner(fb.EPOCH, backend, (), "float32", "alloc", threads)
         if self.run is None or (threads > 1 and not backends.BACKENDS[backend].threaded):
             raise NotImplementedError(f"{backend} with {threads} threads is not timed")

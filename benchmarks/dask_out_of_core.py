@@ -16,7 +16,7 @@ Two commands::
     # SoftmaxRegression(solver="lbfgs") with the same objective (l2 = 1 / n, i.e. C = 1).
     python benchmarks/dask_out_of_core.py sklearn --runs 3
 
-Without Fashion-MNIST (``fastsoftmax.datasets.load_fashion_mnist``), ``out-of-core`` uses
+Without Fashion-MNIST (found as ``benchmarks/shared_data.py`` says), ``out-of-core`` uses
 Gaussian blobs of the same shape. dask-ml is not a dependency: install it (for example
 ``pip install --target /tmp/dml --no-deps dask-ml dask-glm multipledispatch sparse`` and
 ``PYTHONPATH=/tmp/dml``) to compare with it.
@@ -35,6 +35,11 @@ from pathlib import Path
 
 import numpy as np
 
+try:
+    from .shared_data import fashion_mnist_folder  # imported as benchmarks.<module> (pytest, asv)
+except ImportError:
+    from shared_data import fashion_mnist_folder  # run as a script: benchmarks/ is sys.path[0]
+
 FOOTWEAR = (5, 7, 9)  # sandal, sneaker, ankle boot: the binary task for dask-ml
 
 
@@ -46,7 +51,7 @@ def source_data():
     from fastsoftmax.datasets import load_fashion_mnist
 
     try:
-        return load_fashion_mnist(), "Fashion-MNIST"
+        return load_fashion_mnist(fashion_mnist_folder()), "Fashion-MNIST"
     except (FileNotFoundError, OSError, ValueError):
         rng = np.random.default_rng(0)
         centers = rng.random((10, 784)).astype(np.float32)
@@ -299,7 +304,7 @@ def against_sklearn(args) -> None:
     from fastsoftmax.datasets import load_fashion_mnist
 
     warnings.simplefilter("ignore", ConvergenceWarning)
-    X_train, y_train, X_test, y_test = load_fashion_mnist()
+    X_train, y_train, X_test, y_test = load_fashion_mnist(fashion_mnist_folder())
     n = len(X_train)
     labels = y_train.astype(np.int64)
     X64 = X_train.astype(np.float64)

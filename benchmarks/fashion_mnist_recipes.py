@@ -1,7 +1,8 @@
 """Fashion-MNIST: SoftmaxRegression against plain NumPy, PyTorch and scikit-learn.
 
-Run from the repository root (the data folder comes from --path, $FASTSOFTMAX_DATA or
-../shared/data/fashion-mnist):
+Run from the repository root (the data folder comes from --path, else where
+fastsoftmax.datasets.find_fashion_mnist() looks, else ../shared/data/fashion-mnist; nothing is
+downloaded):
 
     python benchmarks/fashion_mnist_recipes.py [--repeats 3] [--sklearn] [--torch]
 
@@ -22,6 +23,11 @@ import numpy as np
 import fastsoftmax
 from fastsoftmax import SoftmaxRegression
 from fastsoftmax.datasets import load_fashion_mnist
+
+try:
+    from .shared_data import fashion_mnist_folder  # imported as benchmarks.<module> (pytest, asv)
+except ImportError:
+    from shared_data import fashion_mnist_folder  # run as a script: benchmarks/ is sys.path[0]
 
 CLASSIC = {
     "solver": "sgd",
@@ -112,7 +118,7 @@ def main() -> None:
     parser.add_argument("--sklearn", action="store_true", help="include LogisticRegression")
     args = parser.parse_args()
 
-    X, y, X_test, y_test = load_fashion_mnist(args.path)
+    X, y, X_test, y_test = load_fashion_mnist(fashion_mnist_folder(args.path))
     fastsoftmax.warmup()
     print(f"Fashion-MNIST train {X.shape} {X.dtype}, test {X_test.shape}; median of {args.repeats}")
     fits = {"plain NumPy, classic recipe": lambda: numpy_classic(X, y, 10)}

@@ -28,6 +28,11 @@ from fastsoftmax import backends
 from fastsoftmax._data import ArrayData
 from fastsoftmax._linear import LinearTerm, linear_softmax_cross_entropy
 
+try:
+    from .shared_data import fashion_mnist_folder  # imported as benchmarks.<module> (pytest, asv)
+except ImportError:
+    from shared_data import fashion_mnist_folder  # run as a script: benchmarks/ is sys.path[0]
+
 CLASSES = (2, 10, 32, 100, 1000)
 FEATURES = (64, 784, 4096)
 BATCH = 256
@@ -93,7 +98,7 @@ def lbfgs(args) -> None:
     from fastsoftmax import SoftmaxRegression
     from fastsoftmax.datasets import load_fashion_mnist
 
-    X, y, X_test, y_test = load_fashion_mnist(args.path)
+    X, y, X_test, y_test = load_fashion_mnist(fashion_mnist_folder(args.path))
     n, d = X.shape
     data = ArrayData(X, y)
     W, b = np.zeros((10, d), np.float32), np.zeros(10, np.float32)
@@ -262,7 +267,11 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--seeds", type=int, default=10)
-    parser.add_argument("--path", default=None, help="Fashion-MNIST folder (lbfgs)")
+    parser.add_argument(
+        "--path",
+        default=None,
+        help="Fashion-MNIST folder (lbfgs); default: $FASTSOFTMAX_DATA, data home, ../shared/data",
+    )
     args = parser.parse_args()
     {"crossover": crossover, "lbfgs": lbfgs, "sparse": sparse, "small": small}[args.part](args)
 

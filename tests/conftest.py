@@ -1,4 +1,5 @@
-"""Fixtures shared by the test suite: the backend under test, and a seeded random generator.
+"""Fixtures shared by the test suite: the backend under test, a seeded random generator, and
+where Fashion-MNIST is on disk.
 
 A backend that is not built here is skipped, unless ``FASTSOFTMAX_REQUIRE_ALL_BACKENDS=1`` (set by
 CI), where it fails: CI must never pass by silently testing fewer backends.
@@ -7,12 +8,14 @@ CI), where it fails: CI must never pass by silently testing fewer backends.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 import fastsoftmax
 from fastsoftmax import backends
+from fastsoftmax.datasets import find_fashion_mnist
 
 ALL_BACKENDS = tuple(backends.BACKENDS)
 REQUIRE_ALL_BACKENDS = os.environ.get("FASTSOFTMAX_REQUIRE_ALL_BACKENDS") == "1"
@@ -46,6 +49,16 @@ def dtype(request) -> type:
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(12345)
+
+
+# The developers keep Fashion-MNIST beside the repository root, in ../shared/data. The package
+# never looks there (only in $FASTSOFTMAX_DATA and its data home); the tests may, here only.
+SHARED_FASHION_MNIST = Path(__file__).resolve().parents[2] / "shared" / "data" / "fashion-mnist"
+
+
+def fashion_mnist_folder() -> Path | None:
+    """Where the package finds Fashion-MNIST, else the developers' copy; None without either."""
+    return find_fashion_mnist() or find_fashion_mnist(SHARED_FASHION_MNIST)
 
 
 # -- Hypothesis profiles (the property tests, tests/test_properties.py) -----------------------

@@ -1,17 +1,27 @@
-"""IDX reading (gzipped and raw, bad files) and the Fashion-MNIST loader on the real files."""
+"""IDX reading (gzipped and raw, bad files), where the Fashion-MNIST loader looks, and the loader
+on the real files."""
 
 import gzip
+import urllib.request
 
 import numpy as np
 import pytest
+from conftest import fashion_mnist_folder
 from numpy.testing import assert_array_equal
 
 from fastsoftmax import SoftmaxRegression
-from fastsoftmax.datasets import default_fashion_mnist_path, load_fashion_mnist, load_idx
+from fastsoftmax.datasets import (
+    DATA_ENV_VAR,
+    FASHION_MNIST_FILES,
+    find_fashion_mnist,
+    load_fashion_mnist,
+    load_idx,
+)
 
-FASHION_MNIST = default_fashion_mnist_path()
+FASHION_MNIST = fashion_mnist_folder()
 needs_fashion_mnist = pytest.mark.skipif(
-    FASHION_MNIST is None, reason="Fashion-MNIST files not found (set FASTSOFTMAX_DATA)"
+    FASHION_MNIST is None,
+    reason="Fashion-MNIST files not found (fastsoftmax.datasets.fetch_fashion_mnist() gets them)",
 )
 
 
@@ -67,3 +77,61 @@ def test_softmax_regression_learns_fashion_mnist():
     model = SoftmaxRegression(random_state=0, max_epochs=3).fit(X_train[:20000], y_train[:20000])
     # 3 epochs on a third of the data: full training reaches about 0.845.
     assert model.score(X_test, y_test) > 0.8
+
+
+# -- where load_fashion_mnist() looks ----------------------------------------------------------
+
+
+def write_toy_fashion_mnist(folder) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for stem, shape in zip(FASHION_MNIST_FILES, [(4, 2, 2), (4,), (2, 2, 2), (2,)], strict=True):
+        array = np.arange(np.prod(shape), dtype=np.uint8).reshape(shape)
+        with gzip.open(folder / (stem + ".gz"), "wb") as f:
+            f.write(idx_bytes(array, 0x08))
+
+
+@pytest.fixture
+def empty_environment(monkeypatch, tmp_path):
+    """No $FASTSOFTMAX_DATA, a home folder of our own, and no network."""
+    monkeypatch.delenv(DATA_ENV_VAR, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+
+    def no_network(*args, **kwargs):
+        raise AssertionError("load_fashion_mnist must never download")
+
+    monkeypatch.setattr(urllib.request, "urlopen", no_network)
+
+
+@pytest.mark.parametrize("layout", ["files in $FASTSOFTMAX_DATA", "its fashion-mnist subfolder"])
+def test_fashion_mnist_is_found_through_the_environment(
+    empty_environment, tmp_path, monkeypatch, layout
+):
+    folder = tmp_path / "data" if layout.startswith("files") else tmp_path / "data/fashion-mnist"
+    write_toy_fashion_mnist(folder)
+    monkeypatch.setenv(DATA_ENV_VAR, str(tmp_path / "data"))
+    assert find_fashion_mnist() == folder
+    X_train, y_train, X_test, y_test = load_fashion_mnist()
+    assert X_train.shape == (4, 4) and X_test.shape == (2, 4) and X_train.dtype == np.float32
+    np.testing.assert_allclose(X_train.max(), 15 / 255, rtol=1e-6)
+    assert_array_equal(y_train, [0, 1, 2, 3])
+    assert_array_equal(y_test, [0, 1])
+
+
+def test_fashion_mnist_is_found_in_the_default_data_home(empty_environment, tmp_path):
+    write_toy_fashion_mnist(tmp_path / "home" / "fastsoftmax_data" / "fashion-mnist")
+    assert find_fashion_mnist() == tmp_path / "home" / "fastsoftmax_data" / "fashion-mnist"
+    assert load_fashion_mnist()[0].shape == (4, 4)
+
+
+def test_without_files_the_error_says_how_to_download(empty_environment, tmp_path):
+    # The developers' copy beside the repository (../shared/data) is never looked at.
+    assert find_fashion_mnist() is None
+    with pytest.raises(FileNotFoundError, match=r"fastsoftmax\.datasets\.fetch_fashion_mnist\(\)"):
+        load_fashion_mnist()
+    assert not (tmp_path / "home" / "fastsoftmax_data").exists()  # looking creates nothing
+
+
+def test_an_incomplete_folder_is_not_found(tmp_path):
+    write_toy_fashion_mnist(tmp_path)
+    (tmp_path / "t10k-labels-idx1-ubyte.gz").unlink()
+    assert find_fashion_mnist(tmp_path) is None
