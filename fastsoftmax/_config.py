@@ -84,9 +84,10 @@ def get_backend() -> str:
 def resolve_backend(backend: str | None = None) -> str:
     """The name of the backend a call with ``backend=backend`` runs on now.
 
-    ``"auto"`` resolves to the first backend of ``backends.auto_order()`` built on this
-    machine. Every call also logs the backend it ran on at DEBUG level on the ``"fastsoftmax"``
-    logger.
+    ``"auto"`` resolves to ``backends.auto_choice()``: the first of cython, numba, numpy built
+    on this machine, passing over a build that lacks what makes it fast (Cython without OpenMP
+    or the vector exp). Every call also logs the backend it ran on at DEBUG level on the
+    ``"fastsoftmax"`` logger.
 
     Examples
     --------
@@ -102,8 +103,8 @@ def resolve_backend(backend: str | None = None) -> str:
 
 @functools.cache
 def _auto_backend() -> str:
-    """The first backend of ``backends.auto_order()`` built here (fixed once found: cached)."""
-    return next(n for n in backends.auto_order() if backends.is_available(n))
+    """``backends.auto_choice()``, fixed once found (cached)."""
+    return backends.auto_choice()
 
 
 def kernel_module(kernel: str, backend: str | None, work: int, n_threads: int | None):

@@ -71,7 +71,7 @@ def test_auto_resolves_to_an_available_backend(log):
     auto = fastsoftmax.resolve_backend()
     assert fastsoftmax.get_backend() == "auto"
     assert auto == fastsoftmax.resolve_backend("auto") != "auto"
-    assert auto == next(n for n in backends.auto_order() if n in fastsoftmax.available_backends())
+    assert auto == backends.auto_choice()
     assert call_softmax(log) == auto
 
 
@@ -209,3 +209,31 @@ def test_missing_backend_says_how_to_get_it(monkeypatch):
     assert "install the ghost extra" in str(info.value)
     assert "_no_such_module" in str(info.value)
     assert fastsoftmax.softmax(np.zeros(2), backend="numpy").tolist() == [0.5, 0.5]
+
+
+@pytest.mark.parametrize(
+    ("missing", "reason"), [("openmp", "without OpenMP"), ("libmvec", "vector exp")]
+)
+def test_auto_passes_over_a_cython_build_without_openmp_or_vector_exp(monkeypatch, missing, reason):
+    if not backends.is_available("cython"):
+        pytest.skip("the Cython backend is not built")
+    from fastsoftmax.backends import cython_kernels
+    from fastsoftmax.benchmark.machine import environment_report
+
+    built = cython_kernels.build_info()
+    monkeypatch.setattr(cython_kernels, "build_info", lambda: {**built, missing: False})
+    (shortfall,) = backends.shortfalls("cython")
+    assert reason in shortfall
+    after_cython = "numba" if backends.is_available("numba") else "numpy"
+    assert backends.auto_choice() == after_cython
+    assert f"SLOW: {shortfall}" in environment_report()
+
+
+def test_auto_takes_a_slow_build_when_nothing_else_is_fast(monkeypatch):
+    monkeypatch.setattr(
+        backends, "shortfalls", lambda name: [] if name == "numpy" else ["slow build"]
+    )
+    assert backends.auto_choice() == "numpy"
+    monkeypatch.setattr(backends, "shortfalls", lambda name: ["slow build"])
+    first_built = next(n for n in backends.auto_order() if backends.is_available(n))
+    assert backends.auto_choice() == first_built

@@ -64,7 +64,15 @@ def test_environment_variable_forces_the_variant(variant):
     assert result.stdout.strip() == variant
 
 
-@pytest.mark.parametrize("variant", ["avx9000", "x86_64_v5"])
+@pytest.mark.parametrize("variant", [v for v in RUNNABLE if v.startswith("x86_64")])
+def test_the_variable_takes_the_compilers_spelling_too(variant):
+    code = "from fastsoftmax.backends import cython_kernels as c; print(c.build_info()['variant'])"
+    result = run_python(code, variant.replace("_", "-"))  # x86-64-v3, as the README writes it
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == variant
+
+
+@pytest.mark.parametrize("variant", ["avx9000", "x86_64_v5", "x86-64-v5"])
 def test_unknown_variant_is_a_clear_error(variant):
     result = run_python("import fastsoftmax; fastsoftmax.softmax([1.0], backend='cython')", variant)
     assert result.returncode != 0

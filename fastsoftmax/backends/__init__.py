@@ -2,7 +2,8 @@
 
 A backend is a module that implements every raw kernel of :data:`fastsoftmax._registry.KERNELS`
 with the signature of :mod:`fastsoftmax.backends.numpy_reference` (the specification), plus
-``max_threads()`` and ``describe()`` (facts for ``fastsoftmax info`` and the bench header). The
+``max_threads()`` and ``describe()`` (facts for ``fastsoftmax info`` and the bench header), and
+optionally ``shortfalls()`` (what its build lacks, see :func:`shortfalls`). The
 front layer (:mod:`fastsoftmax._api`) validates and lays out every argument before a raw kernel
 sees it:
 
@@ -39,7 +40,7 @@ class Backend:
     how_to_get : str
         What to do when the module cannot be imported (shown in the error).
     auto_rank : int
-        ``"auto"`` takes the available backend of lowest rank.
+        ``"auto"`` takes the available backend of lowest rank that has no shortfalls.
     threaded : bool
         Whether ``n_threads`` changes what it does.
     pool_at_first_call : bool
@@ -78,7 +79,8 @@ BACKENDS: dict[str, Backend] = {
             serial_after_fork=False,
         ),
         # First in "auto": it beats the reference on every kernel and shape (`fastsoftmax info`)
-        # and, unlike Numba, needs no compilation on first use.
+        # and, unlike Numba, needs no compilation on first use; unless built without OpenMP or
+        # the vector exp (see shortfalls), when it is about 5x slower than it should be.
         Backend(
             "cython",
             "fastsoftmax.backends.cython_kernels",
@@ -142,6 +144,32 @@ def available_backends() -> list[str]:
     return [name for name in BACKENDS if is_available(name)]
 
 
+def shortfalls(name: str) -> list[str]:
+    """Why backend ``name``, as built here, runs well below its usual speed (empty if it does
+    not, or if it is not available): each reason says what to do about it.
+
+    Examples
+    --------
+    >>> from fastsoftmax import backends
+    >>> backends.shortfalls("numpy")
+    []
+    """
+    module = _import(name)
+    return list(getattr(module, "shortfalls", list)()) if module is not None else []
+
+
 def auto_order() -> list[str]:
-    """Every backend name, in the order ``"auto"`` tries them."""
+    """Every backend name, in the order of their ``auto_rank``."""
     return sorted(BACKENDS, key=lambda name: BACKENDS[name].auto_rank)
+
+
+def auto_choice() -> str:
+    """The backend ``"auto"`` runs on: the first of :func:`auto_order` available here without
+    shortfalls, else the first available. Backends after the choice are not imported."""
+    first_available = None
+    for name in auto_order():
+        if is_available(name):
+            if not shortfalls(name):
+                return name
+            first_available = first_available or name
+    return first_available  # (numpy is always available and has none)

@@ -4,7 +4,8 @@
 compiler's default, portable), and on x86-64 ``x86_64_v3`` (AVX2 + FMA) and ``x86_64_v4``
 (AVX-512). The baseline module reports the CPU's level; the widest variant that was built and
 runs here is imported once, and its kernels are this module's. Set
-``FASTSOFTMAX_CYTHON_VARIANT`` to one of :data:`VARIANTS` to force a variant (to compare them,
+``FASTSOFTMAX_CYTHON_VARIANT`` to one of :data:`VARIANTS` (or ``x86-64-v3``, ``x86-64-v4``) to
+force a variant (to compare them,
 or to rule one out); asking for one this CPU cannot run is an error, not a silent fallback.
 """
 
@@ -43,14 +44,16 @@ def runnable_variants() -> list[str]:
 
 def _chosen_variant() -> str:
     runnable = runnable_variants()
-    forced = os.environ.get(ENV_VARIANT, "").strip()
+    # x86-64-v3, as compilers and the README spell it, or x86_64_v3, as module names do.
+    setting = os.environ.get(ENV_VARIANT, "").strip()
+    forced = setting.replace("-", "_")
     if not forced:
         return runnable[0]
     if forced not in VARIANTS:
-        raise ValueError(f"{ENV_VARIANT}={forced!r}: expected one of {list(VARIANTS)}")
+        raise ValueError(f"{ENV_VARIANT}={setting!r}: expected one of {list(VARIANTS)}")
     if forced not in runnable:
         raise ValueError(
-            f"{ENV_VARIANT}={forced!r}: this variant was not built or this CPU cannot run it "
+            f"{ENV_VARIANT}={setting!r}: this variant was not built or this CPU cannot run it "
             f"(runnable here: {runnable})"
         )
     return forced
@@ -75,3 +78,20 @@ def build_info() -> dict:
 def describe() -> dict:
     """Facts for ``fastsoftmax info`` and the bench header."""
     return {**build_info(), "runnable_variants": runnable_variants()}
+
+
+def shortfalls() -> list[str]:
+    """What this build lacks that makes it slower than the Cython backend should be."""
+    built = build_info()
+    found = []
+    if not built["openmp"]:
+        found.append(
+            "built without OpenMP, so it runs on one thread: reinstall with a compiler that has "
+            "OpenMP (GCC, or clang with libomp)"
+        )
+    if not built["libmvec"]:
+        found.append(
+            "built without glibc's vector exp (libmvec), so exp runs one value at a time "
+            "(several times slower): build with GCC on x86-64 Linux"
+        )
+    return found

@@ -74,14 +74,17 @@ def describe() -> dict:
 
 
 def _cache_state() -> str:
+    """Where compiled kernels are cached, or why they are not."""
     if not CACHE:
         return "off (FASTSOFTMAX_NUMBA_CACHE=0 or NUMBA_BOUNDSCHECK)"
     if cache_failures:
         return f"off: {cache_failures[0]}"
-    for kernel in (logsumexp, softmax):  # any compiled one knows its cache directory
-        for compiled in kernel.compiled.values():
-            return getattr(compiled._cache, "_cache_path", "on")
-    return "on (nothing compiled yet in this process)"
+    try:  # the directory Numba picks for a function of this file (a private Numba class)
+        from numba.core.caching import FunctionCache
+
+        return FunctionCache(_on_threads)._cache_path
+    except Exception:  # noqa: BLE001 - a fact for a report, not worth failing it
+        return "on"
 
 
 # -- scalar helpers -------------------------------------------------------------------------

@@ -125,6 +125,7 @@ def environment_report() -> str:
             lines.append(f"  {name:<7} MISSING: {exc}")
             continue
         lines.append(f"  {name:<7} ok: {facts_text(facts)}")
+        lines += [f"  {'':<7} SLOW: {reason}" for reason in backends.shortfalls(name)]
     return "\n".join(lines)
 
 
