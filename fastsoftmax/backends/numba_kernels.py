@@ -83,7 +83,7 @@ def _cache_state() -> str:
         from numba.core.caching import FunctionCache
 
         return FunctionCache(_on_threads)._cache_path
-    except Exception:  # noqa: BLE001 - a fact for a report, not worth failing it
+    except Exception:  # a fact for a report, not worth failing it
         return "on"
 
 
