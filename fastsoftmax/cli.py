@@ -119,11 +119,17 @@ def _run_bench(args: argparse.Namespace) -> int:
 def _run_info(args: argparse.Namespace) -> int:
     print(environment_report())
     if not args.no_timing:
-        from fastsoftmax.benchmark import compare, format_table
+        from fastsoftmax._registry import BENCHED
+        from fastsoftmax.benchmark import QUICK_CASES, compare, format_table
 
-        compile_seconds = fastsoftmax.warmup()
+        # Only the kernels and dtypes compared: Numba compiles each on first use (once per
+        # machine: later processes load them from its cache).
+        compile_seconds = fastsoftmax.warmup(
+            kernels={BENCHED[kernel].name for kernel, _, _ in QUICK_CASES},
+            dtypes={dtype for _, _, dtype in QUICK_CASES},
+        )
         print(
-            "\nwarm-up (Numba compilation) seconds: "
+            "\nfirst use (Numba: compiling, or loading its cache) seconds: "
             + ", ".join(f"{k} {v:.1f}" for k, v in compile_seconds.items())
         )
         print("\nmedian of 7 interleaved rounds, outputs preallocated:")

@@ -237,3 +237,11 @@ def test_auto_takes_a_slow_build_when_nothing_else_is_fast(monkeypatch):
     monkeypatch.setattr(backends, "shortfalls", lambda name: ["slow build"])
     first_built = next(n for n in backends.auto_order() if backends.is_available(n))
     assert backends.auto_choice() == first_built
+
+
+def test_warmup_takes_chosen_kernels_and_dtypes_and_refuses_unknown_ones():
+    assert list(fastsoftmax.warmup(["numpy"], kernels=["sgd"], dtypes=[np.float32])) == ["numpy"]
+    with pytest.raises(ValueError, match=r"kernels: unknown \['sofmax'\]"):
+        fastsoftmax.warmup(["numpy"], kernels=["sofmax"])
+    with pytest.raises(ValueError, match="dtypes: expected float32"):
+        fastsoftmax.warmup(["numpy"], dtypes=["float16"])
