@@ -293,34 +293,11 @@ def chunk_rows_value(chunk_rows, default: int) -> int:
 
 # -- SoftmaxRegression ---------------------------------------------------------------------------
 
-SOLVERS = ("auto", "sgd", "lbfgs")
-SCHEDULES = ("constant", "invscaling", "cosine")
 
-
-def estimator_params(params: dict) -> None:
-    """The hyper-parameters of ``SoftmaxRegression`` (``get_params()``), checked at ``fit``."""
-    one_of(params["solver"], SOLVERS, "solver")
-    for name in ("batch_size", "max_epochs", "max_iter", "n_iter_no_change"):
-        positive_int(params[name], name)
-    lr = params["learning_rate"]
-    if not (lr == "auto" or (isinstance(lr, (int, float)) and 0 < lr < math.inf)):
-        raise ValueError(f"learning_rate must be 'auto' or a finite number > 0, got {lr!r}")
-    one_of(params["schedule"], SCHEDULES, "schedule")
-    momentum = params["momentum"]
-    if not 0 <= momentum < 1:
-        raise ValueError(f"momentum must be in [0, 1), got {momentum!r}")
-    l2 = params["l2"]
-    if not (l2 == "auto" or (isinstance(l2, numbers.Real) and 0 <= l2 < math.inf)):
-        raise ValueError(f"l2 must be 'auto' or a finite number >= 0, got {l2!r}")
-    tol = params["tol"]
-    if tol is not None and not tol >= 0:
-        raise ValueError(f"tol must be None or >= 0, got {tol!r}")
-    fraction = params["validation_fraction"]
-    if not 0 < fraction < 1:
-        raise ValueError(f"validation_fraction must be in (0, 1), got {fraction!r}")
-    if np.dtype(params["dtype"]) not in FLOAT_DTYPES:
-        raise ValueError(f"dtype must be numpy.float32 or numpy.float64, got {params['dtype']!r}")
-    if params["solver"] == "lbfgs" and params["early_stopping"]:
+def solver_options(solver: str, early_stopping: bool) -> None:
+    """The combinations of ``SoftmaxRegression``'s hyper-parameters that do not work together
+    (each parameter alone is checked by its ``_parameter_constraints``)."""
+    if solver == "lbfgs" and early_stopping:
         raise ValueError(
             "early_stopping=True needs solver='sgd': L-BFGS stops on the training gradient "
             "(tol, max_iter)"
