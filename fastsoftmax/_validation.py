@@ -420,10 +420,31 @@ def savable_classes(classes: np.ndarray) -> None:
         raise TypeError("save() stores numeric or string classes only; use pickle instead")
 
 
-def model_archive(data) -> None:
-    """What ``np.load`` read from a model file: the .npz archive ``save`` writes."""
-    if not isinstance(data, np.lib.npyio.NpzFile):
+# How an .npz (zip) archive and an .npy file begin.
+NPZ_MAGIC = b"PK\x03\x04"
+NPZ_EMPTY_MAGIC = b"PK\x05\x06"  # a zip archive of no file
+NPY_MAGIC = b"\x93NUMPY"[: len(NPZ_MAGIC)]
+
+
+def model_archive(head: bytes) -> None:
+    """The first bytes of a model file: those of the .npz archive ``save`` writes."""
+    if head.startswith((NPZ_MAGIC, NPZ_EMPTY_MAGIC)):
+        return
+    if not head:
+        raise ValueError("the file is empty, not an .npz archive")
+    if head == NPY_MAGIC:
         raise ValueError("it holds one array (.npy), not the .npz archive save() writes")
+    raise ValueError("it is not an .npz archive")
+
+
+def model_arrays(arrays: dict, keys: tuple) -> None:
+    """An .npz archive that is a model file: with its format version, or, without one, with
+    all the arrays ``save`` writes (``keys``, the version first)."""
+    if keys[0] in arrays or all(key in arrays for key in keys[1:]):
+        return  # a model file, of this format version or of another one
+    missing = ", ".join(key for key in keys if key not in arrays)
+    found = ", ".join(sorted(arrays)) or "no array"
+    raise ValueError(f"it lacks the arrays save() writes: {missing}; it holds {found}")
 
 
 def model_file_format(path, version, supported: int) -> None:

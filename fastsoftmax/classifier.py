@@ -10,6 +10,7 @@ collection is seen: Dask is an optional extra). Prediction is one function of th
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -628,6 +629,12 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
         """Write weights, classes and hyper-parameters to a portable ``.npz`` (no pickle).
 
         Classes must be numbers or strings. Load with :meth:`SoftmaxRegression.load`.
+
+        Parameters
+        ----------
+        path : str, os.PathLike or binary file object
+            The file to write: exactly this name, replaced if it exists. Unlike
+            ``numpy.savez``, no ``.npz`` is appended: ``save("mymodel")`` writes ``mymodel``.
         """
         check_is_fitted(self)
         check.savable_classes(self.classes_)
@@ -635,40 +642,65 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
         params["dtype"] = np.dtype(params["dtype"]).name
         if not isinstance(params["random_state"], (int, type(None))):
             params["random_state"] = None
-        np.savez(
-            path,
-            format_version=_SAVE_FORMAT,
-            coef=self.coef_,
-            intercept=self.intercept_,
-            classes=self.classes_,
-            params=json.dumps(params),
-            n_iter=self.n_iter_,
-            learning_rate=self.learning_rate_,
-            loss_curve=np.asarray(self.loss_curve_, float),
-        )
+        arrays = {
+            "format_version": _SAVE_FORMAT,
+            "coef": self.coef_,
+            "intercept": self.intercept_,
+            "classes": self.classes_,
+            "params": json.dumps(params),
+            "n_iter": self.n_iter_,
+            "learning_rate": self.learning_rate_,
+            "loss_curve": np.asarray(self.loss_curve_, float),
+        }
+        # np.savez appends ".npz" to a name without it, never to a file object.
+        with contextlib.ExitStack() as stack:
+            file = path if hasattr(path, "write") else stack.enter_context(open(path, "wb"))
+            np.savez(file, **arrays)
 
     @classmethod
     def load(cls, path) -> SoftmaxRegression:
         """Read a model written by :meth:`save`.
+
+        Parameters
+        ----------
+        path : str, os.PathLike or binary file object
+            The file :meth:`save` wrote (exactly this name: no ``.npz`` is appended).
 
         Raises
         ------
         FileNotFoundError
             There is no file at ``path``.
         ValueError
-            The file is not a model file this fastsoftmax reads: damaged, incomplete,
-            inconsistent, or of another format version. The message names ``path``.
+            The file is not a model file this fastsoftmax reads: not a model file at all (not
+            an ``.npz`` archive, or one without the arrays :meth:`save` writes), damaged,
+            incomplete, inconsistent, or of another format version. The message names
+            ``path``.
         """
+        not_a_model = f"{path}: not a fastsoftmax model file"
         unreadable = f"{path}: not a readable fastsoftmax model file"
+        with contextlib.ExitStack() as stack:
+            file = path if hasattr(path, "read") else stack.enter_context(open(path, "rb"))
+            start = file.tell()
+            head = file.read(len(check.NPZ_MAGIC))
+            file.seek(start)
+            try:
+                check.model_archive(head)
+            except ValueError as exc:
+                raise ValueError(f"{not_a_model} ({exc})") from None
+            try:
+                with np.load(file, allow_pickle=False) as data:
+                    # Read every array now: their CRC checks find a damaged file before use.
+                    arrays = {key: data[key] for key in data.files}
+            except (ValueError, TypeError, EOFError, zipfile.BadZipFile) as exc:
+                raise ValueError(f"{unreadable}: {exc}") from exc
         try:
-            data = np.load(path, allow_pickle=False)
-            check.model_archive(data)
-            with data:
-                # Read every array now: their CRC checks find a damaged file before any use.
-                arrays = {key: data[key] for key in data.files}
+            check.model_arrays(arrays, ("format_version", *_SAVE_KEYS))
+        except ValueError as exc:
+            raise ValueError(f"{not_a_model} ({exc})") from None
+        try:
             version = int(arrays["format_version"]) if "format_version" in arrays else None
-        except (ValueError, TypeError, EOFError, zipfile.BadZipFile) as exc:
-            raise ValueError(f"{unreadable}: {exc}") from exc
+        except (ValueError, TypeError) as exc:
+            raise ValueError(f"{unreadable}: format_version: {exc}") from exc
         check.model_file_format(path, version, _SAVE_FORMAT)
         try:
             model = cls._from_saved_arrays(arrays)

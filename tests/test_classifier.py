@@ -342,8 +342,59 @@ def test_pickle_and_npz_round_trip(tmp_path):
 def test_load_refuses_an_unknown_format(tmp_path):
     path = tmp_path / "other.npz"
     np.savez(path, format_version=99, coef=np.zeros((2, 2)))
-    with pytest.raises(ValueError, match="format"):
+    with pytest.raises(ValueError, match="model file format 99 is not supported"):
         SoftmaxRegression.load(path)
+
+
+def test_save_writes_exactly_the_path_given(tmp_path):
+    X, y = blobs(n=30)
+    model = SoftmaxRegression(solver="lbfgs").fit(X, y)
+    path = tmp_path / "mymodel"
+    model.save(path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mymodel"]  # no "mymodel.npz"
+    loaded = SoftmaxRegression.load(str(path))
+    assert_array_equal(loaded.predict_proba(X), model.predict_proba(X))
+
+
+def test_save_and_load_through_file_objects():
+    import io
+
+    X, y = blobs(n=30)
+    model = SoftmaxRegression(solver="lbfgs").fit(X, y)
+    buffer = io.BytesIO()
+    model.save(buffer)
+    buffer.seek(0)
+    assert_array_equal(SoftmaxRegression.load(buffer).coef_, model.coef_)
+
+
+@pytest.mark.parametrize(
+    ("content", "reason"),
+    [
+        (b"hello, world\n", "(it is not an .npz archive)"),
+        (b"", "(the file is empty, not an .npz archive)"),
+        (b"\x00" * 100, "(it is not an .npz archive)"),
+    ],
+    ids=["text", "empty", "zeros"],
+)
+def test_load_says_a_garbage_file_is_not_a_model_file(tmp_path, content, reason):
+    path = tmp_path / "garbage.npz"
+    path.write_bytes(content)
+    with pytest.raises(ValueError) as info:
+        SoftmaxRegression.load(path)
+    assert str(info.value) == f"{path}: not a fastsoftmax model file {reason}"
+    assert "allow_pickle" not in str(info.value)
+
+
+def test_load_lists_the_arrays_an_unrelated_npz_lacks(tmp_path):
+    path = tmp_path / "data.npz"
+    np.savez(path, X=np.zeros((2, 2)), y=np.zeros(2))
+    with pytest.raises(ValueError) as info:
+        SoftmaxRegression.load(path)
+    assert str(info.value) == (
+        f"{path}: not a fastsoftmax model file (it lacks the arrays save() writes: "
+        "format_version, coef, intercept, classes, params, n_iter, learning_rate, "
+        "loss_curve; it holds X, y)"
+    )
 
 
 # -- the fused linear kernel ----------------------------------------------------------------
