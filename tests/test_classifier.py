@@ -504,6 +504,23 @@ def test_solvers_and_data_terms_do_not_import_the_estimator(module):
     subprocess.run([sys.executable, "-c", code], cwd=root, check=True, timeout=120)
 
 
+def test_dir_lists_the_lazy_public_names_without_importing_them():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = (
+        "import sys, fastsoftmax\n"
+        "names = dir(fastsoftmax)\n"
+        "assert {'SoftmaxRegression', 'bench'} <= set(names), names\n"
+        "assert set(fastsoftmax.__all__) <= set(names) and names == sorted(names)\n"
+        "assert 'fastsoftmax.classifier' not in sys.modules\n"
+        "assert 'fastsoftmax.benchmark' not in sys.modules\n"
+    )
+    root = Path(__file__).resolve().parents[1]
+    subprocess.run([sys.executable, "-c", code], cwd=root, check=True, timeout=120)
+
+
 @pytest.mark.parametrize(
     ("n_classes", "n_features", "sparse", "expected"),
     [
