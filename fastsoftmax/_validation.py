@@ -189,6 +189,13 @@ def sample_weight_array(sample_weight, n_rows: int) -> np.ndarray:
         raise ValueError(f"sample_weight must have shape ({n_rows},), got {weights.shape}")
     weights = weights.astype(np.float64)
     finite_weights(weights)
+    with np.errstate(over="ignore"):
+        total = weights.sum()
+    if not np.isfinite(total):  # every sum and mean over the rows would be inf or NaN
+        raise ValueError(
+            "sample_weight sums beyond the float64 range: scale the weights down (a mean "
+            "loss and its gradient do not change)"
+        )
     return weights
 
 
