@@ -275,25 +275,27 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
         return tags
 
     def _validate_X(self, X, reset: bool):
-        return validate_data(
-            self,
-            X,
-            accept_sparse="csr",
-            dtype=np.dtype(self.dtype),
-            reset=reset,
-            ensure_all_finite=True,
-        )
+        with _quiet_finiteness_check():
+            return validate_data(
+                self,
+                X,
+                accept_sparse="csr",
+                dtype=np.dtype(self.dtype),
+                reset=reset,
+                ensure_all_finite=True,
+            )
 
     def _validate_Xy(self, X, y, reset: bool):
-        X, y = validate_data(
-            self,
-            X,
-            y,
-            accept_sparse="csr",
-            dtype=np.dtype(self.dtype),
-            reset=reset,
-            ensure_all_finite=True,
-        )
+        with _quiet_finiteness_check():
+            X, y = validate_data(
+                self,
+                X,
+                y,
+                accept_sparse="csr",
+                dtype=np.dtype(self.dtype),
+                reset=reset,
+                ensure_all_finite=True,
+            )
         check_classification_targets(y)
         return X, y
 
@@ -595,7 +597,10 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
     def decision_function(self, X) -> np.ndarray:
         """Logits ``X W^T + b`` (n, k); for two classes, the log-odds of ``classes_[1]`` (n,).
 
-        A lazy dask array for dask ``X``, as the other prediction methods."""
+        A lazy dask array for dask ``X``, as the other prediction methods. A logit beyond the
+        dtype's range (features near its largest value) is +-inf, or NaN for inf - inf; the
+        probabilities of such a row follow :func:`fastsoftmax.softmax` (NaN for a row
+        holding +inf or NaN)."""
         return self._predict(X, "decision")
 
     def predict_proba(self, X) -> np.ndarray:
@@ -741,6 +746,14 @@ def choose_solver(solver: str, data, n_classes: int, early_stopping: bool) -> st
         return "sgd"
     entries = getattr(getattr(data, "X", None), "nnz", data.n_rows * data.n_features)
     return "lbfgs" if entries * n_classes <= AUTO_LBFGS_MAX_WORK else "sgd"
+
+
+def _quiet_finiteness_check():
+    """The context of scikit-learn's ``validate_data``: its finiteness check first sums X,
+    and on finite features of both signs near the dtype's limits that sum is inf - inf, so
+    NumPy warns "invalid value encountered in reduce" before the check looks at each value
+    (and finds them finite)."""
+    return np.errstate(over="ignore", invalid="ignore")
 
 
 def _has_dask(*objects) -> bool:
