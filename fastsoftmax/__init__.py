@@ -38,6 +38,11 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'fastsoftmax' has no attribute {name!r}")
 
 
+def __dir__() -> list[str]:
+    # The lazy names of __getattr__ are not globals until first used: list them too.
+    return sorted(set(globals()) | set(__all__))
+
+
 __all__ = [
     "SoftmaxRegression",
     "available_backends",

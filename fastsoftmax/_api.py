@@ -77,6 +77,18 @@ def _rows(x: np.ndarray, axis: int) -> np.ndarray:
     return np.ascontiguousarray(moved).reshape(-1, moved.shape[-1])
 
 
+def ieee_arithmetic():
+    """The context a raw kernel (or any computation of the kernels' results) runs in: NumPy's
+    floating-point warnings off.
+
+    An overflow to inf, or an inf - inf giving NaN, inside a kernel is the documented answer
+    for such input (IEEE arithmetic, on every backend alike); only NumPy code (the reference
+    kernels, the conversions of their results) would warn about it, from deep inside, about
+    nothing the caller can act on.
+    """
+    return np.errstate(over="ignore", invalid="ignore", divide="ignore")
+
+
 def _rowwise(kernel: str, inputs: tuple, axis, out, backend, n_threads) -> np.ndarray:
     """Run row kernel ``kernel`` along ``axis`` on validated ``inputs`` of one shape and dtype."""
     first = inputs[0]
@@ -86,7 +98,8 @@ def _rowwise(kernel: str, inputs: tuple, axis, out, backend, n_threads) -> np.nd
     output = _RowsOutput(out, first.shape, first.dtype, axis, "out")
     if first.size:
         rows = [_detached(_rows(array, axis), output.rows) for array in inputs]
-        getattr(module, kernel)(*rows, output.rows, threads)
+        with ieee_arithmetic():
+            getattr(module, kernel)(*rows, output.rows, threads)
     return output.finish()
 
 
@@ -137,7 +150,8 @@ def logsumexp(
     reduced_shape = x.shape[:axis] + x.shape[axis + 1 :]
     result = np.full(reduced_shape, -np.inf, dtype=x.dtype)
     if x.size:
-        module.logsumexp(_rows(x, axis), result.reshape(-1), threads)
+        with ieee_arithmetic():
+            module.logsumexp(_rows(x, axis), result.reshape(-1), threads)
     if keepdims:
         return np.expand_dims(result, axis)
     return result[()] if result.ndim == 0 else result  # a full reduction gives a scalar
@@ -230,7 +244,9 @@ def softmax_backward(
 
     The vector-Jacobian product of ``y = softmax(x, axis)``: given ``y`` and the gradient ``g``
     of a loss with respect to ``y``, the gradient with respect to ``x``, summed along ``axis``
-    in float64. Non-finite values propagate through the formula (IEEE arithmetic).
+    in float64. Non-finite values propagate through the formula (IEEE arithmetic), and a
+    product or sum beyond the dtype's range gives +-inf (then inf - inf gives NaN), without a
+    warning, on every backend.
 
     Parameters
     ----------
@@ -275,7 +291,8 @@ def log_softmax_backward(
 
     The vector-Jacobian product of ``y = log_softmax(x, axis)``: given ``y`` and the gradient
     ``g`` of a loss with respect to ``y``, the gradient with respect to ``x``, with the sum along
-    ``axis`` in float64. Non-finite values propagate through the formula.
+    ``axis`` in float64. Non-finite values propagate through the formula, and overflow gives
+    +-inf or NaN, as for :func:`softmax_backward`.
 
     Parameters
     ----------
@@ -317,6 +334,11 @@ def softmax_cross_entropy(
     gradient ``w_i (p sum_j t_j - t)`` with respect to its logits; zero target entries contribute
     nothing (0 log 0 = 0). Rows whose label equals ``ignore_index`` have zero loss and gradient.
 
+    A row of logits holding NaN or +inf, or only -inf, has NaN loss and gradient (its softmax
+    is NaN, see :func:`softmax`); a loss beyond the dtype's range (a target class whose logit
+    lies about the dtype's largest value below the row's maximum) is inf. Either makes the
+    "mean" and "sum" totals NaN or inf. No warning is issued for them.
+
     Parameters
     ----------
     logits : array_like, shape (n, k)
@@ -325,7 +347,7 @@ def softmax_cross_entropy(
         Integer class labels in ``[0, k)`` (any integer dtype), or probabilities >= 0 (converted
         to the dtype of ``logits``).
     sample_weight : array_like, shape (n,), optional
-        Finite weights >= 0; default all 1.
+        Finite weights >= 0 whose sum is finite in float64; default all 1.
     label_smoothing : float in [0, 1], default 0
     ignore_index : int, optional
         Label marking rows to skip (integer labels only).
@@ -381,31 +403,32 @@ def softmax_cross_entropy(
     scale = 1.0
     if reduction == "mean":
         scale = 1.0 / total_weight if total_weight > 0 else 0.0
-    row_loss = np.zeros(n_rows)
-    if n_rows:
-        rows = _detached(np.ascontiguousarray(logits), grad.rows)
-        if target.ndim == 1:
-            module.cross_entropy_labels(
-                rows, labels, weights, scale, label_smoothing, row_loss, grad.rows, threads
-            )
-        else:
-            module.cross_entropy_soft(
-                rows,
-                _independent(soft_target, grad.rows),
-                weights,
-                scale,
-                label_smoothing,
-                row_loss,
-                grad.rows,
-                threads,
-            )
-    dtype = logits.dtype.type
-    if reduction == "none":
-        return row_loss.astype(logits.dtype), grad.finish()
-    total = float(np.sum(row_loss))
-    if reduction == "mean":
-        total = total / total_weight if total_weight > 0 else float("nan")
-    return dtype(total), grad.finish()
+    with ieee_arithmetic():  # a loss beyond the dtype's range is inf, as documented
+        row_loss = np.zeros(n_rows)
+        if n_rows:
+            rows = _detached(np.ascontiguousarray(logits), grad.rows)
+            if target.ndim == 1:
+                module.cross_entropy_labels(
+                    rows, labels, weights, scale, label_smoothing, row_loss, grad.rows, threads
+                )
+            else:
+                module.cross_entropy_soft(
+                    rows,
+                    _independent(soft_target, grad.rows),
+                    weights,
+                    scale,
+                    label_smoothing,
+                    row_loss,
+                    grad.rows,
+                    threads,
+                )
+        dtype = logits.dtype.type
+        if reduction == "none":
+            return row_loss.astype(logits.dtype), grad.finish()
+        total = float(np.sum(row_loss))
+        if reduction == "mean":
+            total = total / total_weight if total_weight > 0 else float("nan")
+        return dtype(total), grad.finish()
 
 
 def sgd_update(
@@ -424,7 +447,9 @@ def sgd_update(
 
     ``g = grad + weight_decay * param``; with momentum ``v = momentum * v + g`` (in ``velocity``,
     in place) and ``step = g + momentum * v`` if ``nesterov`` else ``v``; without momentum
-    ``step = g``. Then ``param -= lr * step``. Arithmetic is in ``param``'s dtype.
+    ``step = g``. Then ``param -= lr * step``. Arithmetic is in ``param``'s dtype: a value
+    beyond its range becomes +-inf (and inf - inf NaN) in ``param`` and ``velocity``, as IEEE
+    arithmetic says, without a warning.
 
     Parameters
     ----------
@@ -465,21 +490,23 @@ def sgd_update(
     written = [(flat_param, param)]
     if velocity is None:
         flat_grad = _detached(grad.ravel(order), flat_param)
-        module.sgd(flat_param, flat_grad, lr, weight_decay, threads)
+        with ieee_arithmetic():
+            module.sgd(flat_param, flat_grad, lr, weight_decay, threads)
     else:
         flat_velocity = velocity.ravel(order)
         written.append((flat_velocity, velocity))
         flat_grad = _detached(_detached(grad.ravel(order), flat_param), flat_velocity)
-        module.sgd_momentum(
-            flat_param,
-            flat_grad,
-            flat_velocity,
-            lr,
-            momentum,
-            weight_decay,
-            bool(nesterov),
-            threads,
-        )
+        with ieee_arithmetic():
+            module.sgd_momentum(
+                flat_param,
+                flat_grad,
+                flat_velocity,
+                lr,
+                momentum,
+                weight_decay,
+                bool(nesterov),
+                threads,
+            )
     for flat, array in written:
         if not np.may_share_memory(flat, array):  # ravel had to copy: write the result back
             array[...] = flat.reshape(array.shape, order=order)

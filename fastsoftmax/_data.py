@@ -140,13 +140,18 @@ def predict_rows(
 ) -> np.ndarray:
     """The prediction ``kind`` (one of ``PREDICTIONS``) of a fitted model for the rows ``X``.
 
-    ``X`` is validated and of the model's dtype; in memory and on Dask blocks alike.
+    ``X`` is validated and of the model's dtype; in memory and on Dask blocks alike. Logits
+    beyond the dtype's range are +-inf (NaN for inf - inf), and their probabilities follow
+    :func:`fastsoftmax.softmax`, without a warning.
     """
-    out = logits(X, coef, intercept)
+    with _api.ieee_arithmetic():
+        out = logits(X, coef, intercept)
+        if kind == "decision" and out.shape[1] == 2:
+            return out[:, 1] - out[:, 0]
     if kind == "labels":
         return classes[np.argmax(out, axis=1)]
     if kind == "decision":
-        return out[:, 1] - out[:, 0] if out.shape[1] == 2 else out
+        return out
     if kind == "proba":
         return _api.softmax(out, out=out, backend=backend, n_threads=n_threads)
     return _api.log_softmax(out, out=out, backend=backend, n_threads=n_threads)

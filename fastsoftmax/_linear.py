@@ -49,6 +49,13 @@ FUSED_MAX_WEIGHTS = {"dense": 1 << 17, "csr": 1 << 11}
 FUSED_MIN_FEATURES = 256
 
 
+def _ieee_arithmetic():
+    """The context the kernels and the BLAS logits run in, as ``_api.ieee_arithmetic`` (same
+    layer, not imported): their inf and NaN results are the documented answers, so NumPy's
+    floating-point warnings are off."""
+    return np.errstate(over="ignore", invalid="ignore", divide="ignore")
+
+
 def is_sparse(X) -> bool:
     return hasattr(X, "tocsr") and hasattr(X, "nnz")
 
@@ -148,22 +155,23 @@ class LinearTerm:
         """Write the gradients of the rows ``rows`` (int64 indices, any order) to ``dW`` and
         ``db``, each row's weighted gradient multiplied by ``scale``; return their weighted
         loss sum ``sum_i w_i CE_i``."""
-        if self.method == "fused":
-            return self.kernel(
-                *self.X,
-                rows,
-                W,
-                b,
-                self.labels,
-                self.weights,
-                scale,
-                self.dW,
-                self.db,
-                self.threads,
-            )
-        # A sorted gather reads X in address order; the sums do not depend on row order.
-        rows = np.sort(rows)
-        return self._blas_chunk(self.X[rows], rows, W, b, scale)
+        with _ieee_arithmetic():
+            if self.method == "fused":
+                return self.kernel(
+                    *self.X,
+                    rows,
+                    W,
+                    b,
+                    self.labels,
+                    self.weights,
+                    scale,
+                    self.dW,
+                    self.db,
+                    self.threads,
+                )
+            # A sorted gather reads X in address order; the sums do not depend on row order.
+            rows = np.sort(rows)
+            return self._blas_chunk(self.X[rows], rows, W, b, scale)
 
     def sums(
         self, W: np.ndarray, b: np.ndarray, chunk_rows: int = DEFAULT_CHUNK_ROWS
@@ -177,7 +185,7 @@ class LinearTerm:
         n_rows = len(self.labels)
         dW, db = np.zeros(self.dW.shape), np.zeros(self.db.shape)
         loss = 0.0
-        with self.blas_limits():
+        with self.blas_limits(), _ieee_arithmetic():
             for start in range(0, n_rows, chunk_rows):
                 if self.method == "fused":
                     rows = np.arange(start, min(start + chunk_rows, n_rows))
@@ -232,6 +240,9 @@ def linear_softmax_cross_entropy(
     """Mean cross-entropy of softmax regression and its gradients, without materialising logits.
 
     ``loss = sum_i w_i CE(softmax(W x_i + b), y_i) / sum_i w_i + l2 / 2 * ||W||^2``.
+
+    Logits beyond the dtype's range are +-inf (NaN for inf - inf), and the loss and gradients
+    then follow :func:`fastsoftmax.softmax_cross_entropy`: inf or NaN, without a warning.
 
     Parameters
     ----------

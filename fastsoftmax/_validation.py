@@ -189,6 +189,13 @@ def sample_weight_array(sample_weight, n_rows: int) -> np.ndarray:
         raise ValueError(f"sample_weight must have shape ({n_rows},), got {weights.shape}")
     weights = weights.astype(np.float64)
     finite_weights(weights)
+    with np.errstate(over="ignore"):
+        total = weights.sum()
+    if not np.isfinite(total):  # every sum and mean over the rows would be inf or NaN
+        raise ValueError(
+            "sample_weight sums beyond the float64 range: scale the weights down (a mean "
+            "loss and its gradient do not change)"
+        )
     return weights
 
 
@@ -293,34 +300,11 @@ def chunk_rows_value(chunk_rows, default: int) -> int:
 
 # -- SoftmaxRegression ---------------------------------------------------------------------------
 
-SOLVERS = ("auto", "sgd", "lbfgs")
-SCHEDULES = ("constant", "invscaling", "cosine")
 
-
-def estimator_params(params: dict) -> None:
-    """The hyper-parameters of ``SoftmaxRegression`` (``get_params()``), checked at ``fit``."""
-    one_of(params["solver"], SOLVERS, "solver")
-    for name in ("batch_size", "max_epochs", "max_iter", "n_iter_no_change"):
-        positive_int(params[name], name)
-    lr = params["learning_rate"]
-    if not (lr == "auto" or (isinstance(lr, (int, float)) and 0 < lr < math.inf)):
-        raise ValueError(f"learning_rate must be 'auto' or a finite number > 0, got {lr!r}")
-    one_of(params["schedule"], SCHEDULES, "schedule")
-    momentum = params["momentum"]
-    if not 0 <= momentum < 1:
-        raise ValueError(f"momentum must be in [0, 1), got {momentum!r}")
-    l2 = params["l2"]
-    if not (l2 == "auto" or (isinstance(l2, numbers.Real) and 0 <= l2 < math.inf)):
-        raise ValueError(f"l2 must be 'auto' or a finite number >= 0, got {l2!r}")
-    tol = params["tol"]
-    if tol is not None and not tol >= 0:
-        raise ValueError(f"tol must be None or >= 0, got {tol!r}")
-    fraction = params["validation_fraction"]
-    if not 0 < fraction < 1:
-        raise ValueError(f"validation_fraction must be in (0, 1), got {fraction!r}")
-    if np.dtype(params["dtype"]) not in FLOAT_DTYPES:
-        raise ValueError(f"dtype must be numpy.float32 or numpy.float64, got {params['dtype']!r}")
-    if params["solver"] == "lbfgs" and params["early_stopping"]:
+def solver_options(solver: str, early_stopping: bool) -> None:
+    """The combinations of ``SoftmaxRegression``'s hyper-parameters that do not work together
+    (each parameter alone is checked by its ``_parameter_constraints``)."""
+    if solver == "lbfgs" and early_stopping:
         raise ValueError(
             "early_stopping=True needs solver='sgd': L-BFGS stops on the training gradient "
             "(tol, max_iter)"
@@ -443,10 +427,31 @@ def savable_classes(classes: np.ndarray) -> None:
         raise TypeError("save() stores numeric or string classes only; use pickle instead")
 
 
-def model_archive(data) -> None:
-    """What ``np.load`` read from a model file: the .npz archive ``save`` writes."""
-    if not isinstance(data, np.lib.npyio.NpzFile):
+# How an .npz (zip) archive and an .npy file begin.
+NPZ_MAGIC = b"PK\x03\x04"
+NPZ_EMPTY_MAGIC = b"PK\x05\x06"  # a zip archive of no file
+NPY_MAGIC = b"\x93NUMPY"[: len(NPZ_MAGIC)]
+
+
+def model_archive(head: bytes) -> None:
+    """The first bytes of a model file: those of the .npz archive ``save`` writes."""
+    if head.startswith((NPZ_MAGIC, NPZ_EMPTY_MAGIC)):
+        return
+    if not head:
+        raise ValueError("the file is empty, not an .npz archive")
+    if head == NPY_MAGIC:
         raise ValueError("it holds one array (.npy), not the .npz archive save() writes")
+    raise ValueError("it is not an .npz archive")
+
+
+def model_arrays(arrays: dict, keys: tuple) -> None:
+    """An .npz archive that is a model file: with its format version, or, without one, with
+    all the arrays ``save`` writes (``keys``, the version first)."""
+    if keys[0] in arrays or all(key in arrays for key in keys[1:]):
+        return  # a model file, of this format version or of another one
+    missing = ", ".join(key for key in keys if key not in arrays)
+    found = ", ".join(sorted(arrays)) or "no array"
+    raise ValueError(f"it lacks the arrays save() writes: {missing}; it holds {found}")
 
 
 def model_file_format(path, version, supported: int) -> None:

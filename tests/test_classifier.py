@@ -7,6 +7,8 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 from numpy.testing import assert_allclose, assert_array_equal
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.utils._param_validation import InvalidParameterError
 from sklearn.utils.estimator_checks import check_estimator
 
 import fastsoftmax
@@ -232,23 +234,96 @@ def test_wrong_number_of_features_at_predict():
         model.predict(X[:, :3])
 
 
+# Each hyper-parameter with values out of its domain: wrong type, out of range, NaN/inf.
+BAD_HYPER_PARAMETERS = {
+    "solver": ["newton", None],
+    "learning_rate": [0.0, "fast", float("nan")],
+    "schedule": ["exponential"],
+    "power_t": [-0.5, "half"],
+    "momentum": [1.0, -0.1],
+    "nesterov": ["yes"],
+    "l2": [-1.0, float("inf")],
+    "batch_size": [0, 2.5],
+    "max_epochs": [0],
+    "max_iter": [0, 2.5],
+    "tol": [-1.0, "low"],
+    "n_iter_no_change": [0],
+    "early_stopping": ["yes"],
+    "validation_fraction": [1.0, 0.0],
+    "shuffle": ["yes"],
+    "random_state": ["seed"],
+    "dtype": [np.float16, "int32"],
+    "backend": ["nope", 1],
+    "n_threads": [0, -1, 1.5, "two"],
+    "verbose": [-1, "loud"],
+    "warm_start": ["yes"],
+}
+
+
+def test_every_hyper_parameter_has_constraints_and_bad_values_here():
+    params = set(SoftmaxRegression().get_params())
+    assert set(SoftmaxRegression._parameter_constraints) == params
+    assert set(BAD_HYPER_PARAMETERS) == params
+
+
+@pytest.mark.parametrize("method", ["fit", "partial_fit"])
+@pytest.mark.parametrize(
+    ("param", "value"),
+    [(param, value) for param, values in BAD_HYPER_PARAMETERS.items() for value in values],
+)
+def test_bad_hyper_parameters_are_refused_by_name(param, value, method):
+    X, y = blobs(n=30)
+    model = SoftmaxRegression(**{param: value})
+    with pytest.raises(InvalidParameterError) as info:
+        getattr(model, method)(X, y, **({"classes": [0, 1, 2]} if method == "partial_fit" else {}))
+    assert isinstance(info.value, ValueError)
+    assert str(info.value).startswith(f"The {param!r} parameter of SoftmaxRegression must be ")
+    assert not hasattr(model, "coef_")
+
+
 @pytest.mark.parametrize(
     ("param", "value"),
     [
-        ("learning_rate", 0.0),
-        ("learning_rate", "fast"),
-        ("learning_rate", float("nan")),
-        ("momentum", 1.0),
-        ("batch_size", 0),
-        ("schedule", "exponential"),
-        ("validation_fraction", 1.0),
-        ("dtype", np.float16),
+        ("n_threads", None),
+        ("n_threads", 1),
+        ("n_threads", np.int64(2)),
+        ("dtype", np.float64),
+        ("dtype", float),
+        ("dtype", "float32"),
+        ("dtype", np.dtype(np.float32)),
+        ("learning_rate", 1),
+        ("l2", 0),
+        ("tol", None),
+        ("verbose", False),
+        ("random_state", np.random.RandomState(0)),
+        ("backend", "auto"),
     ],
 )
-def test_bad_hyper_parameters_are_refused(param, value):
-    X, y = blobs()
-    with pytest.raises(ValueError, match=param):
-        SoftmaxRegression(**{param: value}).fit(X, y)
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")  # max_iter=3
+def test_good_hyper_parameters_are_accepted(param, value):
+    X, y = blobs(n=30)
+    SoftmaxRegression(**{param: value}, solver="lbfgs", max_iter=3).fit(X, y)
+
+
+def test_partial_fit_checks_the_hyper_parameters_on_every_call():
+    X, y = blobs(n=30)
+    model = SoftmaxRegression(backend="numpy").partial_fit(X, y, classes=[0, 1, 2])
+    model.set_params(n_threads=0)
+    with pytest.raises(InvalidParameterError, match="'n_threads' parameter"):
+        model.partial_fit(X, y)
+
+
+def test_the_convergence_warning_points_at_the_caller():
+    X, y = blobs(n=30)
+    with pytest.warns(ConvergenceWarning) as record:
+        SoftmaxRegression(solver="lbfgs", max_iter=1).fit(X, y)
+    assert record[0].filename == __file__
+
+
+def test_lbfgs_with_early_stopping_is_refused():
+    X, y = blobs(n=30)
+    with pytest.raises(ValueError, match="early_stopping=True needs solver='sgd'"):
+        SoftmaxRegression(solver="lbfgs", early_stopping=True).fit(X, y)
 
 
 def test_pickle_and_npz_round_trip(tmp_path):
@@ -267,8 +342,59 @@ def test_pickle_and_npz_round_trip(tmp_path):
 def test_load_refuses_an_unknown_format(tmp_path):
     path = tmp_path / "other.npz"
     np.savez(path, format_version=99, coef=np.zeros((2, 2)))
-    with pytest.raises(ValueError, match="format"):
+    with pytest.raises(ValueError, match="model file format 99 is not supported"):
         SoftmaxRegression.load(path)
+
+
+def test_save_writes_exactly_the_path_given(tmp_path):
+    X, y = blobs(n=30)
+    model = SoftmaxRegression(solver="lbfgs").fit(X, y)
+    path = tmp_path / "mymodel"
+    model.save(path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mymodel"]  # no "mymodel.npz"
+    loaded = SoftmaxRegression.load(str(path))
+    assert_array_equal(loaded.predict_proba(X), model.predict_proba(X))
+
+
+def test_save_and_load_through_file_objects():
+    import io
+
+    X, y = blobs(n=30)
+    model = SoftmaxRegression(solver="lbfgs").fit(X, y)
+    buffer = io.BytesIO()
+    model.save(buffer)
+    buffer.seek(0)
+    assert_array_equal(SoftmaxRegression.load(buffer).coef_, model.coef_)
+
+
+@pytest.mark.parametrize(
+    ("content", "reason"),
+    [
+        (b"hello, world\n", "(it is not an .npz archive)"),
+        (b"", "(the file is empty, not an .npz archive)"),
+        (b"\x00" * 100, "(it is not an .npz archive)"),
+    ],
+    ids=["text", "empty", "zeros"],
+)
+def test_load_says_a_garbage_file_is_not_a_model_file(tmp_path, content, reason):
+    path = tmp_path / "garbage.npz"
+    path.write_bytes(content)
+    with pytest.raises(ValueError) as info:
+        SoftmaxRegression.load(path)
+    assert str(info.value) == f"{path}: not a fastsoftmax model file {reason}"
+    assert "allow_pickle" not in str(info.value)
+
+
+def test_load_lists_the_arrays_an_unrelated_npz_lacks(tmp_path):
+    path = tmp_path / "data.npz"
+    np.savez(path, X=np.zeros((2, 2)), y=np.zeros(2))
+    with pytest.raises(ValueError) as info:
+        SoftmaxRegression.load(path)
+    assert str(info.value) == (
+        f"{path}: not a fastsoftmax model file (it lacks the arrays save() writes: "
+        "format_version, coef, intercept, classes, params, n_iter, learning_rate, "
+        "loss_curve; it holds X, y)"
+    )
 
 
 # -- the fused linear kernel ----------------------------------------------------------------
@@ -375,6 +501,23 @@ def test_solvers_and_data_terms_do_not_import_the_estimator(module):
 
     code = f"import sys, {module}\nassert 'fastsoftmax.classifier' not in sys.modules, {module!r}"
     root = Path(__file__).resolve().parents[1]  # the package of this checkout, not an install
+    subprocess.run([sys.executable, "-c", code], cwd=root, check=True, timeout=120)
+
+
+def test_dir_lists_the_lazy_public_names_without_importing_them():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = (
+        "import sys, fastsoftmax\n"
+        "names = dir(fastsoftmax)\n"
+        "assert {'SoftmaxRegression', 'bench'} <= set(names), names\n"
+        "assert set(fastsoftmax.__all__) <= set(names) and names == sorted(names)\n"
+        "assert 'fastsoftmax.classifier' not in sys.modules\n"
+        "assert 'fastsoftmax.benchmark' not in sys.modules\n"
+    )
+    root = Path(__file__).resolve().parents[1]
     subprocess.run([sys.executable, "-c", code], cwd=root, check=True, timeout=120)
 
 

@@ -186,6 +186,7 @@ for label, weights, error in [
     ("negative", lambda a: a.weights - 2, ValueError),
     ("nan", lambda a: a.weights * np.nan, ValueError),
     ("inf", lambda a: a.weights * np.inf, ValueError),
+    ("sum-overflows", lambda a: a.weights * np.finfo(np.float64).max, ValueError),
     ("complex", lambda a: a.weights + 0j, TypeError),
 ]:
     case(
