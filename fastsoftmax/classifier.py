@@ -43,7 +43,7 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
     ``l2 / 2 * ||W||^2``. ``predict`` takes ``argmax p`` (hard classification),
     ``predict_proba`` returns ``p`` (soft classification).
 
-    Every method also accepts Dask collections (``pip install "fastsoftmax[dask]"``): ``X`` a
+    Every method also accepts Dask collections (``pip install "dask[array,distributed]"``): ``X`` a
     dask array or dataframe, ``y`` and ``sample_weight`` dask arrays, series or NumPy arrays.
     ``fit`` then trains data-parallel on the active ``dask.distributed.Client`` (or Dask's
     local scheduler when there is none) without moving the data to the client, and
@@ -775,6 +775,7 @@ def _dask_module():
     if error is not None:
         raise ImportError(
             f"SoftmaxRegression got a Dask collection but Dask cannot be imported ({error}). "
-            'Install the Dask extra: pip install "fastsoftmax[dask]"'
+            'Install it: pip install "dask[array,dataframe,distributed]" (in a clone of '
+            'fastsoftmax: pip install -e ".[dask]")'
         ) from error
     return _dask

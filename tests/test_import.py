@@ -77,7 +77,7 @@ def test_dask_input_without_dask_says_how_to_install_it():
     assert [line.split(":")[0] for line in lines] == ["fit", "predict"], output
     for line in lines:
         assert "Dask cannot be imported" in line, line
-        assert 'pip install "fastsoftmax[dask]"' in line, line
+        assert 'pip install "dask[array,dataframe,distributed]"' in line, line
 
 
 PACKAGE = ROOT / "fastsoftmax"
@@ -128,7 +128,7 @@ LAYERS = (
     ("_registry", "_data"),
     ("_sgd", "_lbfgs", "_dask", "_warmup"),
     ("classifier",),
-    ("benchmark", "benchmark.*", "train"),
+    ("benchmark", "benchmark.*", "train", "predict"),
     ("", "cli"),  # "": the package's __init__
 )
 
