@@ -208,6 +208,8 @@ def ignore_index_value(ignore_index):
 
 
 REDUCTIONS = ("mean", "sum", "none")
+#: SoftmaxRegression's solvers (its parameter constraints and the CLI's choices).
+SOLVERS = ("auto", "sgd", "lbfgs")
 
 
 def one_of(value, choices: tuple[str, ...], name: str) -> str:

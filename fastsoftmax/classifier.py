@@ -119,8 +119,9 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
         At most this many threads for the kernels; None: every thread the backend offers
         (its ``max_threads()``). BLAS keeps its own setting (use threadpoolctl to limit it).
     verbose : int >= 0 or bool, default 0
-        Print one line per epoch (loss, training accuracy, time); with tqdm installed, a
-        progress bar over the minibatches.
+        SGD: print one line per epoch (loss, training accuracy, time); with tqdm installed, a
+        progress bar over the minibatches. L-BFGS: one line every 10 iterations (every
+        iteration from ``verbose=2``).
     warm_start : bool, default False
         Continue from the current weights on the next ``fit``.
 
@@ -191,7 +192,7 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
     # Checked by scikit-learn at fit and partial_fit (InvalidParameterError, a ValueError that
     # names the parameter); combinations of parameters are checked by _check_combinations.
     _parameter_constraints: ClassVar[dict] = {
-        "solver": [StrOptions({"auto", "sgd", "lbfgs"})],
+        "solver": [StrOptions(set(check.SOLVERS))],
         "learning_rate": [StrOptions({"auto"}), Interval(Real, 0, None, closed="neither")],
         "schedule": [StrOptions({"cosine", "constant", "invscaling"})],
         "power_t": [Interval(Real, 0, None, closed="left")],

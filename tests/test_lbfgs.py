@@ -205,3 +205,16 @@ def test_passes_scikit_learn_estimator_checks_with_lbfgs():
     }
     assert failed == {}
     assert sum(r["status"] == "passed" for r in results) > 40
+
+
+@pytest.mark.parametrize(("verbose", "every"), [(1, 10), (2, 1)])
+def test_verbose_lbfgs_prints_every_tenth_iteration_or_every_one(capsys, verbose, every):
+    X, y, _, _ = load_digits()
+    model = SoftmaxRegression(
+        solver="lbfgs", max_iter=25, tol=None, verbose=verbose, backend="numpy"
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)  # max_iter is meant to stop it
+        model.fit(X, y)
+    printed = [int(line.split()[1].rstrip(":")) for line in capsys.readouterr().out.splitlines()]
+    assert printed == list(range(every, model.n_iter_ + 1, every))
