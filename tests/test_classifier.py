@@ -1,6 +1,7 @@
 """SoftmaxRegression: fit/predict, partial_fit, persistence, sparse input, dtypes, bad input."""
 
 import pickle
+import re
 import warnings
 
 import numpy as np
@@ -193,8 +194,11 @@ def test_a_step_too_large_is_halved_until_training_converges(digits):
         solver="sgd", random_state=0, learning_rate=100.0, schedule="constant", tol=None
     )
     model.set_params(max_epochs=20)
-    with pytest.warns(RuntimeWarning, match="epoch 1 undone .* step size halved to 50"):
+    with pytest.warns(RuntimeWarning) as caught:
         model.fit(X_train, y_train)
+    messages = [str(w.message) for w in caught]
+    assert re.match("training diverged: epoch 1 undone .* step size halved to 50", messages[0])
+    assert all(m.startswith("training diverged: epoch") for m in messages), messages
     assert model.loss_curve_[-1] < 0.01 * model.loss_curve_[0], model.loss_curve_
     assert model.score(X_test, y_test) > 0.9
     assert np.all(np.isfinite(model.coef_))
