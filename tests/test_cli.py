@@ -247,26 +247,41 @@ def test_save_appends_npz_and_prints_the_path_written(cython, tmp_path, monkeypa
 
 
 @pytest.mark.parametrize("backend_option", [[], ["--backend", "auto"]])
-def test_train_warms_up_only_the_backend_it_fits_on(backend_option, monkeypatch, capsys):
+def test_train_names_the_backend_it_fits_on(backend_option, capsys):
     expected = fastsoftmax.resolve_backend(None if not backend_option else "auto")
     require_backend("cython")
     if expected == "numba":
         pytest.skip("auto resolves to Numba here, which compiles for a minute")
-    warmed = []
-    monkeypatch.setattr(fastsoftmax, "warmup", lambda names: warmed.append(names) or {expected: 0})
     code, out, _ = run(["train", "--solver", "lbfgs", *backend_option], capsys)
     assert code == 0
-    assert warmed == [[expected]]
-    assert f"backend {expected} (auto), warm-up 0.0 s" in out
+    assert f"backend {expected} (auto), first use of its kernels" in out
     assert "test accuracy 0.9" in out and "(lbfgs, " in out
+
+
+def test_the_warm_up_fit_takes_the_solver_and_settings_of_the_whole_data(monkeypatch):
+    """train's warm-up runs exactly the kernels the fit will: one step on a few rows of each
+    class, with the solver "auto" picks for the whole data (not for the few rows)."""
+    from fastsoftmax.classifier import AUTO_LBFGS_MAX_WORK, SoftmaxRegression
+
+    fits = []
+    monkeypatch.setattr(
+        SoftmaxRegression, "fit", lambda self, X, y: fits.append((self.get_params(), X, y))
+    )
+    n, d = 64, int(AUTO_LBFGS_MAX_WORK // (64 * 3)) + 1  # auto: sgd for all 64 rows
+    rng = np.random.default_rng(0)
+    X, y = rng.random((n, d), np.float32), np.arange(n) % 3
+    model = SoftmaxRegression(backend="numpy", dtype=np.float32, learning_rate=0.5)
+    train.warm_up(model, X, y)
+    ((params, X_few, y_few),) = fits
+    assert params["solver"] == "sgd" and params["max_epochs"] == 1 and params["max_iter"] == 1
+    assert params["backend"] == "numpy" and params["learning_rate"] == 0.5
+    assert X_few.shape == (12, d) and sorted(set(y_few)) == [0, 1, 2]
 
 
 def test_fastsoftmax_backend_variable_is_the_default(monkeypatch, capsys):
     monkeypatch.setenv("FASTSOFTMAX_BACKEND", "numpy")
-    warmed = []
-    monkeypatch.setattr(fastsoftmax, "warmup", lambda names: warmed.append(names) or {"numpy": 0})
     code, out, _ = run(["train", "--solver", "lbfgs"], capsys)
-    assert code == 0 and warmed == [["numpy"]] and "backend numpy (auto)" in out
+    assert code == 0 and "backend numpy (auto)" in out
     monkeypatch.setenv("FASTSOFTMAX_BACKEND", "gpu")
     code, _, err = run(["train"], capsys)
     assert_user_error(code, err, "train", "FASTSOFTMAX_BACKEND")
