@@ -22,12 +22,11 @@ import numpy as np
 
 import fastsoftmax
 from fastsoftmax import SoftmaxRegression
-from fastsoftmax.datasets import load_fashion_mnist
 
 try:
-    from .shared_data import fashion_mnist_folder  # imported as benchmarks.<module> (pytest, asv)
+    from .shared_data import load_fashion_mnist  # imported as benchmarks.<module> (pytest, asv)
 except ImportError:
-    from shared_data import fashion_mnist_folder  # run as a script: benchmarks/ is sys.path[0]
+    from shared_data import load_fashion_mnist  # run as a script: benchmarks/ is sys.path[0]
 
 CLASSIC = {
     "solver": "sgd",
@@ -118,7 +117,7 @@ def main() -> None:
     parser.add_argument("--sklearn", action="store_true", help="include LogisticRegression")
     args = parser.parse_args()
 
-    X, y, X_test, y_test = load_fashion_mnist(fashion_mnist_folder(args.path))
+    X, y, X_test, y_test = load_fashion_mnist(args.path)
     fastsoftmax.warmup()
     print(f"Fashion-MNIST train {X.shape} {X.dtype}, test {X_test.shape}; median of {args.repeats}")
     fits = {"plain NumPy, classic recipe": lambda: numpy_classic(X, y, 10)}

@@ -3,7 +3,9 @@
 The package only looks in ``$FASTSOFTMAX_DATA`` and its data home, and its bench never
 downloads. The developers keep the files beside the repository root, in
 ``../shared/data/fashion-mnist``; benchmark code (never package code) may use that copy, through
-this module only. Nothing here downloads: ``fastsoftmax.datasets.fetch_fashion_mnist()`` does.
+this module only. Only :func:`load_fashion_mnist`, for the scripts a user runs by name to
+train on Fashion-MNIST, downloads (``fastsoftmax.datasets.fetch_fashion_mnist()``) when no copy
+is found; the asv and pytest suites skip instead.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from fastsoftmax import datasets
 from fastsoftmax.datasets import DATA_ENV_VAR, find_fashion_mnist
 
 SHARED_FASHION_MNIST = Path(__file__).resolve().parents[2] / "shared" / "data" / "fashion-mnist"
@@ -32,3 +35,12 @@ def expose_fashion_mnist() -> Path | None:
     if folder is not None and find_fashion_mnist() is None:
         os.environ[DATA_ENV_VAR] = str(folder)
     return folder
+
+
+def load_fashion_mnist(path: str | os.PathLike | None = None):
+    """Fashion-MNIST from :func:`fashion_mnist_folder`, downloaded into the data home if no
+    folder holds it (30 MB, once)."""
+    folder = fashion_mnist_folder(path)
+    if folder is None:
+        return datasets.fetch_fashion_mnist()
+    return datasets.load_fashion_mnist(folder)

@@ -29,9 +29,9 @@ from fastsoftmax._data import ArrayData
 from fastsoftmax._linear import LinearTerm, linear_softmax_cross_entropy
 
 try:
-    from .shared_data import fashion_mnist_folder  # imported as benchmarks.<module> (pytest, asv)
+    from .shared_data import load_fashion_mnist  # imported as benchmarks.<module> (pytest, asv)
 except ImportError:
-    from shared_data import fashion_mnist_folder  # run as a script: benchmarks/ is sys.path[0]
+    from shared_data import load_fashion_mnist  # run as a script: benchmarks/ is sys.path[0]
 
 CLASSES = (2, 10, 32, 100, 1000)
 FEATURES = (64, 784, 4096)
@@ -96,9 +96,8 @@ def lbfgs(args) -> None:
     from sklearn.linear_model import LogisticRegression
 
     from fastsoftmax import SoftmaxRegression
-    from fastsoftmax.datasets import load_fashion_mnist
 
-    X, y, X_test, y_test = load_fashion_mnist(fashion_mnist_folder(args.path))
+    X, y, X_test, y_test = load_fashion_mnist(args.path)
     n, d = X.shape
     data = ArrayData(X, y)
     W, b = np.zeros((10, d), np.float32), np.zeros(10, np.float32)
