@@ -399,7 +399,7 @@ def test_training_follows_torch():
     (a few ulp of the gradient, ~1e-17 here). A gradient step of a convex, L-smooth loss with
     lr <= 2 / L does not expand distances (here L <= 0.5 * max eigenvalue of X^T X / n, about
     1.5, and lr = 0.1), so the differences add up at most linearly: 100 steps * lr * 1e-16 is
-    far below 1e-12, the bound asserted (measured: about 1e-15).
+    far below 1e-12, the bound asserted (measured: 1.1e-16 on weights of size 0.8).
     """
     ours = train(fst.cross_entropy)
     theirs = train(F.cross_entropy)
