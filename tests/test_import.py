@@ -28,6 +28,16 @@ def test_import_does_not_import_numba():
     run_python("import sys, fastsoftmax; assert 'numba' not in sys.modules, 'numba imported'")
 
 
+def test_import_does_not_import_torch():
+    # fastsoftmax.torch is imported only by name (import fastsoftmax.torch); the kernels and
+    # the classifier never import PyTorch.
+    run_python(
+        "import sys, numpy as np, fastsoftmax\n"
+        "fastsoftmax.softmax_cross_entropy(np.zeros((2, 3)), np.array([0, 1]), backend='numpy')\n"
+        "assert 'torch' not in sys.modules, 'torch imported'"
+    )
+
+
 def test_numpy_backend_call_does_not_import_numba():
     run_python(
         "import sys, numpy as np, fastsoftmax\n"
@@ -84,7 +94,7 @@ PACKAGE = ROOT / "fastsoftmax"
 MODULES = sorted(
     ".".join(path.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
     for path in PACKAGE.rglob("*.py")
-    if path.name != "__main__.py"
+    if path.name not in ("__main__.py", "conftest.py")  # conftest: pytest's, not the package's
 )
 
 
@@ -128,7 +138,7 @@ LAYERS = (
     ("_registry", "_data"),
     ("_sgd", "_lbfgs", "_dask", "_warmup"),
     ("classifier",),
-    ("benchmark", "benchmark.*", "train", "predict"),
+    ("benchmark", "benchmark.*", "train", "predict", "torch"),
     ("", "cli"),  # "": the package's __init__
 )
 
@@ -172,6 +182,12 @@ def test_no_import_cycle_between_the_package_modules():
     assert not cycles, "import cycles: " + "; ".join(" -> ".join(c) for c in cycles)
 
 
+# Modules that need an optional dependency, which a test environment may lack.
+NEEDS = {"fastsoftmax.torch": "torch"}
+
+
 @pytest.mark.parametrize("module", MODULES)
 def test_each_module_imports_alone(module):
+    if module in NEEDS:
+        pytest.importorskip(NEEDS[module])
     run_python(f"import {module}")
