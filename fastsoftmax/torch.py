@@ -52,8 +52,8 @@ try:
     import torch
 except ImportError as exc:  # pragma: no cover - only without PyTorch
     raise ImportError(
-        "fastsoftmax.torch needs PyTorch: pip install 'fastsoftmax[torch]' (torch==2.13.0, "
-        "the CPU wheel)"
+        "fastsoftmax.torch needs PyTorch: pip install torch (in a clone of fastsoftmax: "
+        "pip install -e '.[torch]', the pinned CPU wheel torch==2.13.0)"
     ) from exc
 import torch.nn.functional as F
 from torch import nn
