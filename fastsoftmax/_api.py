@@ -440,16 +440,26 @@ def sgd_update(
     velocity: np.ndarray | None = None,
     weight_decay: float = 0.0,
     nesterov: bool = False,
+    dampening: float = 0.0,
+    maximize: bool = False,
+    first_step: bool = False,
     backend: str | None = None,
     n_threads: int | None = None,
 ) -> None:
-    """One SGD step on ``param`` in place, as ``torch.optim.SGD`` with dampening 0.
+    """One SGD step on ``param`` in place, as one step of ``torch.optim.SGD``.
 
-    ``g = grad + weight_decay * param``; with momentum ``v = momentum * v + g`` (in ``velocity``,
-    in place) and ``step = g + momentum * v`` if ``nesterov`` else ``v``; without momentum
+    ``g = grad + weight_decay * param`` (``-grad`` if ``maximize``); with momentum the buffer
+    ``velocity`` becomes ``v = momentum * v + (1 - dampening) * g`` (in place; ``v = g`` if
+    ``first_step``) and ``step = g + momentum * v`` if ``nesterov`` else ``v``; without momentum
     ``step = g``. Then ``param -= lr * step``. Arithmetic is in ``param``'s dtype: a value
     beyond its range becomes +-inf (and inf - inf NaN) in ``param`` and ``velocity``, as IEEE
-    arithmetic says, without a warning.
+    arithmetic says, without a warning. No temporary array is made (beyond a copy of an input
+    that overlaps ``param`` or ``velocity``, or of a non-contiguous one).
+
+    torch creates its momentum buffer on the first step as ``g`` itself (no dampening); pass
+    ``first_step=True`` on the first call to match it exactly. With ``dampening=0`` a zero
+    ``velocity`` gives the same result either way, so ``first_step`` is needed only with
+    ``dampening > 0`` (or to restart from a ``velocity`` holding anything).
 
     Parameters
     ----------
@@ -464,7 +474,15 @@ def sgd_update(
         ``momentum > 0`` (start from zeros), left untouched when ``momentum == 0``.
     weight_decay : float >= 0, default 0
     nesterov : bool, default False
-        Needs ``momentum > 0``.
+        Needs ``momentum > 0`` and ``dampening == 0``.
+    dampening : float in [0, 1], default 0
+        Scales the gradient added to the momentum buffer by ``1 - dampening`` (not on the
+        first step). Ignored when ``momentum == 0``.
+    maximize : bool, default False
+        Step up the gradient (``grad`` negated) instead of down.
+    first_step : bool, default False
+        torch's first step: ``velocity`` is overwritten with ``g``, whatever it held. Ignored
+        when ``momentum == 0``.
     backend, n_threads
         As for :func:`logsumexp`.
 
@@ -475,11 +493,25 @@ def sgd_update(
     >>> fastsoftmax.sgd_update(w, np.array([1.0, 1.0]), lr=0.5, momentum=0.9, velocity=v)
     >>> w, v
     (array([0.5, 1.5]), array([1., 1.]))
+
+    With dampening, as ``torch.optim.SGD(..., momentum=0.9, dampening=0.5)``: the first step
+    sets the buffer to the gradient, later ones add half of it.
+
+    >>> w = np.array([1.0, 2.0]); v = np.full_like(w, np.nan)  # any content: overwritten
+    >>> g = np.array([1.0, -1.0])
+    >>> fastsoftmax.sgd_update(w, g, lr=0.5, momentum=0.9, velocity=v, dampening=0.5,
+    ...                        first_step=True)
+    >>> fastsoftmax.sgd_update(w, g, lr=0.5, momentum=0.9, velocity=v, dampening=0.5)
+    >>> w, v
+    (array([-0.2,  3.2]), array([ 1.4, -1.4]))
     """
     lr = check.real_number(lr, "lr", low=0, low_open=True)
     momentum = check.real_number(momentum, "momentum", low=0, high=1, high_open=True)
     weight_decay = check.real_number(weight_decay, "weight_decay", low=0)
-    grad, velocity = check.sgd_arrays(param, grad, velocity, momentum, nesterov)
+    dampening = check.real_number(dampening, "dampening", low=0, high=1)
+    sign = -1.0 if check.boolean(maximize, "maximize") else 1.0
+    first_step = check.boolean(first_step, "first_step")
+    grad, velocity = check.sgd_arrays(param, grad, velocity, momentum, nesterov, dampening)
     n_threads = check.n_threads_value(n_threads)
     module, threads = kernel_module("sgd_update", backend, param.size, n_threads)
     if param.size == 0:
@@ -491,7 +523,7 @@ def sgd_update(
     if velocity is None:
         flat_grad = _detached(grad.ravel(order), flat_param)
         with ieee_arithmetic():
-            module.sgd(flat_param, flat_grad, lr, weight_decay, threads)
+            module.sgd(flat_param, flat_grad, lr, weight_decay, sign, threads)
     else:
         flat_velocity = velocity.ravel(order)
         written.append((flat_velocity, velocity))
@@ -505,6 +537,9 @@ def sgd_update(
                 momentum,
                 weight_decay,
                 bool(nesterov),
+                sign,
+                dampening,
+                first_step,
                 threads,
             )
     for flat, array in written:

@@ -324,7 +324,7 @@ KERNELS: dict[str, Kernel] = {
         ),
         Kernel(
             "sgd",
-            ("param", "grad", "lr", "weight_decay", "n_threads"),
+            ("param", "grad", "lr", "weight_decay", "sign", "n_threads"),
             "sgd_update",
             "vectors",
             _call_sgd(momentum=0.0),
@@ -335,7 +335,10 @@ KERNELS: dict[str, Kernel] = {
         ),
         Kernel(
             "sgd_momentum",
-            ("param", "grad", "velocity", "lr", "momentum", "weight_decay", "nesterov", *_THREADS),
+            (
+                *("param", "grad", "velocity", "lr", "momentum", "weight_decay", "nesterov"),
+                *("sign", "dampening", "first_step", *_THREADS),
+            ),
             "sgd_update",
             "vectors",
             _call_sgd(momentum=SGD_STEP["momentum"]),

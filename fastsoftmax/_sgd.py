@@ -339,10 +339,13 @@ def _sgd_stepper(options: SGDOptions, param, grad, velocity, weight_decay: float
     flat = param.reshape(-1), grad.reshape(-1)
     if options.momentum == 0:
         kernel = module.sgd
-        return lambda lr: kernel(*flat, lr, weight_decay, threads)
+        return lambda lr: kernel(*flat, lr, weight_decay, 1.0, threads)  # sign 1: minimise
     kernel, v = module.sgd_momentum, velocity.reshape(-1)
     momentum, nesterov = float(options.momentum), bool(options.nesterov)
-    return lambda lr: kernel(*flat, v, lr, momentum, weight_decay, nesterov, threads)
+    # sign 1 (minimise), dampening 0, first_step False: the classifier's velocity starts at 0.
+    return lambda lr: kernel(
+        *flat, v, lr, momentum, weight_decay, nesterov, 1.0, 0.0, False, threads
+    )
 
 
 # -- training by blocks (Dask) ----------------------------------------------------------------

@@ -223,7 +223,14 @@ def reduction_value(reduction) -> str:
     return one_of(reduction, REDUCTIONS, "reduction")
 
 
-def sgd_arrays(param, grad, velocity, momentum: float, nesterov) -> tuple:
+def boolean(value, name: str) -> bool:
+    """``value`` as a bool: a Python or NumPy bool, nothing else (not 0, 1 or "yes")."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be a bool, got {type(value).__name__}")
+    return bool(value)
+
+
+def sgd_arrays(param, grad, velocity, momentum: float, nesterov, dampening: float = 0.0) -> tuple:
     if not isinstance(param, np.ndarray):
         raise TypeError(
             f"param must be a numpy.ndarray (it is updated in place), got {type(param).__name__}"
@@ -237,8 +244,11 @@ def sgd_arrays(param, grad, velocity, momentum: float, nesterov) -> tuple:
         raise TypeError(f"grad must have dtype {param.dtype} like param, got {grad.dtype}")
     if grad.shape != param.shape:
         raise ValueError(f"grad must have shape {param.shape} like param, got {grad.shape}")
-    if not isinstance(nesterov, (bool, np.bool_)):
-        raise TypeError(f"nesterov must be a bool, got {type(nesterov).__name__}")
+    nesterov = boolean(nesterov, "nesterov")
+    if nesterov and dampening > 0:
+        raise ValueError(
+            f"nesterov=True needs dampening=0 (as torch.optim.SGD), got dampening={dampening!r}"
+        )
     if nesterov and momentum == 0:
         raise ValueError("nesterov=True needs momentum > 0")
     if momentum == 0:

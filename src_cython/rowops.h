@@ -18,7 +18,7 @@
 #include <omp.h>
 #endif
 
-#if defined(__GNUC__) && !defined(__clang__) && defined(__GLIBC__) && defined(__x86_64__) \
+#if defined(__GNUC__) && !defined(__clang__) && defined(__GLIBC__) && defined(__x86_64__)        \
     && defined(_OPENMP)
 #pragma omp declare simd notinbranch
 double exp(double);
@@ -97,7 +97,7 @@ static inline int fs_x86_64_level(void) {
         for (ptrdiff_t j = 1; j < k; ++j) m = x[j] > m ? x[j] : m;                               \
         return m;                                                                                \
     }                                                                                            \
-    /* sum_j exp(x[j] - m), storing the terms in out (which may be x). Two loops: the exp loop  \
+    /* sum_j exp(x[j] - m), storing the terms in out (which may be x). Two loops: the exp loop   \
      * alone vectorises fully; fused with a double sum it was 10-30 % slower (float32). */       \
     static inline double fs_exp_sum_store_##SUFFIX(const T *x, T m, T *out, ptrdiff_t k) {       \
         FS_SIMD                                                                                  \
@@ -151,7 +151,7 @@ static inline int fs_x86_64_level(void) {
             for (ptrdiff_t j = 0; j < k; ++j) g[j] = g[j] * a - c * t[j] - b;                    \
         }                                                                                        \
     }                                                                                            \
-    /* sum_j a[j] b[j], each product in double. */                                            \
+    /* sum_j a[j] b[j], each product in double. */                                               \
     static inline double fs_dot_##SUFFIX(const T *a, const T *b, ptrdiff_t k) {                  \
         double s = 0.0;                                                                          \
         FS_SIMD_SUM(s)                                                                           \
@@ -165,44 +165,51 @@ static inline int fs_x86_64_level(void) {
         return s;                                                                                \
     }                                                                                            \
     /* Softmax backward: gi[j] = y[j] (g[j] - s), s = sum_j g[j] y[j]; gi may be g or y. */      \
-    static inline void fs_softmax_backward_##SUFFIX(const T *g, const T *y, T s, T *gi,         \
+    static inline void fs_softmax_backward_##SUFFIX(const T *g, const T *y, T s, T *gi,          \
                                                     ptrdiff_t k) {                               \
         FS_SIMD                                                                                  \
         for (ptrdiff_t j = 0; j < k; ++j) gi[j] = y[j] * (g[j] - s);                             \
     }                                                                                            \
     /* Log-softmax backward: gi[j] = g[j] - exp(y[j]) s, s = sum_j g[j]; gi may be g or y. */    \
-    static inline void fs_log_softmax_backward_##SUFFIX(const T *g, const T *y, T s, T *gi,     \
+    static inline void fs_log_softmax_backward_##SUFFIX(const T *g, const T *y, T s, T *gi,      \
                                                         ptrdiff_t k) {                           \
         FS_SIMD                                                                                  \
         for (ptrdiff_t j = 0; j < k; ++j) gi[j] = g[j] - EXP(y[j]) * s;                          \
     }                                                                                            \
-    /* SGD on k parameters: p -= lr (g + wd p). */                                               \
-    static inline void fs_sgd_##SUFFIX(T *p, const T *g, T lr, T wd, ptrdiff_t k) {              \
+    /* SGD on k parameters: p -= lr (g + wd p), g the gradient or, when neg (maximize), its      \
+     * negation. The sign is a select, never a multiply, so that the contraction of wd p + g into\
+     * an FMA is the one it always was (the default is bitwise unchanged). */                    \
+    static inline void fs_sgd_##SUFFIX(T *p, const T *g, T lr, T wd, int neg, ptrdiff_t k) {     \
         FS_SIMD                                                                                  \
-        for (ptrdiff_t j = 0; j < k; ++j) p[j] -= lr * (g[j] + wd * p[j]);                       \
+        for (ptrdiff_t j = 0; j < k; ++j) p[j] -= lr * ((neg ? -g[j] : g[j]) + wd * p[j]);       \
     }                                                                                            \
-    /* SGD with momentum: v = mu v + (g + wd p); p -= lr v, or lr (g + wd p + mu v) (Nesterov).  \
-     * Two loops so that neither carries the branch. */                                          \
+    /* SGD with momentum, torch.optim.SGD's rule: gj = +-g + wd p; v = gj on the first step, else\
+     * v = mu v + keep gj (keep = 1 - dampening); p -= lr v, or lr (gj + mu v) (Nesterov). The   \
+     * flags are loop invariants (unswitched); keep multiplies only when damped, so that without \
+     * dampening mu v + gj contracts as before. Two loops so that neither carries nesterov. */   \
     static inline void fs_sgd_momentum_##SUFFIX(T *p, const T *g, T *v, T lr, T mu, T wd,        \
-                                                int nesterov, ptrdiff_t k) {                     \
+                                                int nesterov, int neg, T keep, int first,        \
+                                                ptrdiff_t k) {                                   \
+        const int damped = keep != 1;                                                            \
         if (nesterov) {                                                                          \
             FS_SIMD                                                                              \
             for (ptrdiff_t j = 0; j < k; ++j) {                                                  \
-                T gj = g[j] + wd * p[j];                                                         \
-                T vj = mu * v[j] + gj;                                                           \
+                T gj = (neg ? -g[j] : g[j]) + wd * p[j];                                         \
+                T vj = first ? gj : mu * v[j] + (damped ? keep * gj : gj);                       \
                 v[j] = vj;                                                                       \
                 p[j] -= lr * (gj + mu * vj);                                                     \
             }                                                                                    \
         } else {                                                                                 \
             FS_SIMD                                                                              \
             for (ptrdiff_t j = 0; j < k; ++j) {                                                  \
-                T vj = mu * v[j] + (g[j] + wd * p[j]);                                           \
+                T vj = (neg ? -g[j] : g[j]) + wd * p[j];                                         \
+                vj = first ? vj : mu * v[j] + (damped ? keep * vj : vj);                         \
                 v[j] = vj;                                                                       \
                 p[j] -= lr * vj;                                                                 \
             }                                                                                    \
         }                                                                                        \
     }                                                                                            \
-    /* out[j] = exp(x[j]): the kernels' vector exp on its own, for the accuracy tests. */       \
+    /* out[j] = exp(x[j]): the kernels' vector exp on its own, for the accuracy tests. */        \
     static inline void fs_exp_##SUFFIX(const T *x, T *out, ptrdiff_t k) {                        \
         FS_SIMD                                                                                  \
         for (ptrdiff_t j = 0; j < k; ++j) out[j] = EXP(x[j]);                                    \
@@ -212,12 +219,12 @@ static inline int fs_x86_64_level(void) {
             if (isnan(x[j])) return 1;                                                           \
         return 0;                                                                                \
     }                                                                                            \
-    /* Narrow rows: a short row leaves the vector exp mostly idle and pays a vector set-up and  \
+    /* Narrow rows: a short row leaves the vector exp mostly idle and pays a vector set-up and   \
      * tail per row, so a block of `rows` consecutive rows (contiguous, rows * k values) goes    \
-     * in plain per-row loops (maxima, shift, sums) around ONE flat vector exp over the block.  \
-     * (The per-row omp simd loops were measured slower here: the row maximum alone took 29 %   \
-     * of a (1M, 10) softmax.) fs_block_max: m[r] = max of row r (NaN rows: see fs_row_max). */ \
-    static inline void fs_block_max_##SUFFIX(const T *x, T *FS_RESTRICT m, ptrdiff_t rows,      \
+     * in plain per-row loops (maxima, shift, sums) around ONE flat vector exp over the block.   \
+     * (The per-row omp simd loops were measured slower here: the row maximum alone took 29 %    \
+     * of a (1M, 10) softmax.) fs_block_max: m[r] = max of row r (NaN rows: see fs_row_max). */  \
+    static inline void fs_block_max_##SUFFIX(const T *x, T *FS_RESTRICT m, ptrdiff_t rows,       \
                                              ptrdiff_t k) {                                      \
         for (ptrdiff_t r = 0; r < rows; ++r) {                                                   \
             const T *row = x + r * k;                                                            \
@@ -226,8 +233,8 @@ static inline int fs_x86_64_level(void) {
             m[r] = v;                                                                            \
         }                                                                                        \
     }                                                                                            \
-    /* out = exp(x - m[row]), s[row] = sum of the row's terms; m[] from fs_block_max. */        \
-    static inline void fs_block_exp_sum_##SUFFIX(const T *x, const T *FS_RESTRICT m, T *out,    \
+    /* out = exp(x - m[row]), s[row] = sum of the row's terms; m[] from fs_block_max. */         \
+    static inline void fs_block_exp_sum_##SUFFIX(const T *x, const T *FS_RESTRICT m, T *out,     \
                                                  double *FS_RESTRICT s,                          \
                                                  ptrdiff_t rows, ptrdiff_t k) {                  \
         for (ptrdiff_t r = 0; r < rows; ++r)                                                     \
@@ -241,7 +248,7 @@ static inline int fs_x86_64_level(void) {
         }                                                                                        \
     }                                                                                            \
     /* out[row] *= 1 / s[row] over the block. */                                                 \
-    static inline void fs_block_normalise_##SUFFIX(T *out, const double *FS_RESTRICT s,         \
+    static inline void fs_block_normalise_##SUFFIX(T *out, const double *FS_RESTRICT s,          \
                                                    ptrdiff_t rows, ptrdiff_t k) {                \
         for (ptrdiff_t r = 0; r < rows; ++r) {                                                   \
             T c = (T)(1.0 / s[r]);                                                               \

@@ -724,23 +724,28 @@ def _log_softmax_backward_row(grad_output, args, i):
 
 @njit(fastmath=EXACT)
 def _sgd_run(param, args, run, n_runs):
-    grad, lr, weight_decay = args
+    grad, lr, weight_decay, sign = args
     lr_, wd = like(lr, param[0]), like(weight_decay, param[0])
     start, stop = _run_range(param.shape[0], n_runs, run)
     p, g = param[start:stop], grad[start:stop]
+    # The sign is a select, not a multiply: with contraction allowed, sign * g + wd * p could
+    # become another FMA than g + wd * p, and the default must stay bitwise as it was.
+    neg = sign < 0
     for i in range(p.shape[0]):
-        p[i] -= lr_ * (g[i] + wd * p[i])
+        p[i] -= lr_ * ((-g[i] if neg else g[i]) + wd * p[i])
 
 
 @njit(fastmath=EXACT)
 def _sgd_momentum_run(param, args, run, n_runs):
-    grad, velocity, lr, momentum, weight_decay, nesterov = args
+    grad, velocity, lr, momentum, weight_decay, nesterov, sign, dampening, first_step = args
     lr_, mu, wd = like(lr, param[0]), like(momentum, param[0]), like(weight_decay, param[0])
+    keep = like(1.0 - dampening, param[0])
     start, stop = _run_range(param.shape[0], n_runs, run)
     p, g, vel = param[start:stop], grad[start:stop], velocity[start:stop]
-    for i in range(p.shape[0]):
-        gi = g[i] + wd * p[i]
-        v = mu * vel[i] + gi
+    neg, damped = sign < 0, dampening != 0
+    for i in range(p.shape[0]):  # selects, not multiplies, when undamped: as in _sgd_run
+        gi = (-g[i] if neg else g[i]) + wd * p[i]
+        v = gi if first_step else mu * vel[i] + (keep * gi if damped else gi)
         vel[i] = v
         p[i] -= lr_ * (gi + mu * v if nesterov else v)
 
@@ -775,9 +780,11 @@ log_softmax_backward = _kernel(
     doc="""grad_input = grad_output - exp(output) * sum(grad_output) row by row (the sum in
     float64); grad_input may be grad_output or output.""",
 )
-sgd = _kernel("sgd", "param, grad, lr, weight_decay", _sgd_run)
+sgd = _kernel("sgd", "param, grad, lr, weight_decay, sign", _sgd_run)
 sgd_momentum = _kernel(
-    "sgd_momentum", "param, grad, velocity, lr, momentum, weight_decay, nesterov", _sgd_momentum_run
+    "sgd_momentum",
+    "param, grad, velocity, lr, momentum, weight_decay, nesterov, sign, dampening, first_step",
+    _sgd_momentum_run,
 )
 
 

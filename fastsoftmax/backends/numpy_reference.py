@@ -82,17 +82,39 @@ def _cross_entropy(logits, target, kept, weights, scale, label_smoothing, loss_o
     grad_out[:] = np.where(kept[:, None], (scale * weights)[:, None] * row_grad, 0)
 
 
-def sgd(param, grad, lr, weight_decay, n_threads):
+def sgd(param, grad, lr, weight_decay, sign, n_threads):
+    """``param -= lr * (sign * grad + weight_decay * param)``, sign -1.0 to maximize, else 1.0."""
     dtype = param.dtype.type
-    g = grad + dtype(weight_decay) * param
+    g = (-grad if sign < 0 else grad) + dtype(weight_decay) * param
     param -= dtype(lr) * g
 
 
-def sgd_momentum(param, grad, velocity, lr, momentum, weight_decay, nesterov, n_threads):
+def sgd_momentum(
+    param,
+    grad,
+    velocity,
+    lr,
+    momentum,
+    weight_decay,
+    nesterov,
+    sign,
+    dampening,
+    first_step,
+    n_threads,
+):
+    """torch.optim.SGD's step with the momentum buffer in ``velocity``.
+
+    ``g = sign * grad + weight_decay * param``; ``velocity = g`` if ``first_step`` (whatever it
+    held) else ``momentum * velocity + (1 - dampening) * g``; ``param -= lr * step`` with
+    ``step = g + momentum * velocity`` (Nesterov) or ``velocity``.
+    """
     dtype = param.dtype.type
-    g = grad + dtype(weight_decay) * param
-    velocity *= dtype(momentum)
-    velocity += g
+    g = (-grad if sign < 0 else grad) + dtype(weight_decay) * param
+    if first_step:
+        velocity[...] = g
+    else:
+        velocity *= dtype(momentum)
+        velocity += g if dampening == 0 else dtype(1.0 - dampening) * g
     step = g + dtype(momentum) * velocity if nesterov else velocity
     param -= dtype(lr) * step
 
