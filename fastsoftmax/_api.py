@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from fastsoftmax import _validation as check
-from fastsoftmax._config import kernel_module
+from fastsoftmax._config import ieee_arithmetic, kernel_module
 
 
 def _same_view(a: np.ndarray, b: np.ndarray) -> bool:
@@ -75,18 +75,6 @@ def _rows(x: np.ndarray, axis: int) -> np.ndarray:
     """``x`` with ``axis`` last, as a C-contiguous (rows, k) array (a view when possible)."""
     moved = _axis_last(x, axis)
     return np.ascontiguousarray(moved).reshape(-1, moved.shape[-1])
-
-
-def ieee_arithmetic():
-    """The context a raw kernel (or any computation of the kernels' results) runs in: NumPy's
-    floating-point warnings off.
-
-    An overflow to inf, or an inf - inf giving NaN, inside a kernel is the documented answer
-    for such input (IEEE arithmetic, on every backend alike); only NumPy code (the reference
-    kernels, the conversions of their results) would warn about it, from deep inside, about
-    nothing the caller can act on.
-    """
-    return np.errstate(over="ignore", invalid="ignore", divide="ignore")
 
 
 def _rowwise(kernel: str, inputs: tuple, axis, out, backend, n_threads) -> np.ndarray:

@@ -9,6 +9,8 @@ import logging
 import os
 from collections.abc import Iterator
 
+import numpy as np
+
 from fastsoftmax import backends
 
 ENV_VAR = "FASTSOFTMAX_BACKEND"
@@ -155,3 +157,15 @@ def _after_fork_in_child() -> None:
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def ieee_arithmetic():
+    """The context every raw kernel (and any computation of the kernels' results) runs in:
+    NumPy's floating-point warnings off.
+
+    An overflow to inf, or an inf - inf giving NaN, inside a kernel is the documented answer
+    for such input (IEEE arithmetic, on every backend alike); only NumPy code (the reference
+    kernels, the BLAS logits, the conversions of their results) would warn about it, from deep
+    inside, about nothing the caller can act on.
+    """
+    return np.errstate(over="ignore", invalid="ignore", divide="ignore")

@@ -26,6 +26,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from fastsoftmax import _api
+from fastsoftmax._config import ieee_arithmetic
 from fastsoftmax._linear import BlockSums, LinearTerm, block_sums, is_sparse
 
 # Rows per vdot when summing squared norms: no temporary the size of X.
@@ -144,7 +145,7 @@ def predict_rows(
     beyond the dtype's range are +-inf (NaN for inf - inf), and their probabilities follow
     :func:`fastsoftmax.softmax`, without a warning.
     """
-    with _api.ieee_arithmetic():
+    with ieee_arithmetic():
         out = logits(X, coef, intercept)
         if kind == "decision" and out.shape[1] == 2:
             return out[:, 1] - out[:, 0]

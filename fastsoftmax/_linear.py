@@ -30,7 +30,7 @@ from typing import NamedTuple
 import numpy as np
 
 from fastsoftmax import _validation as check
-from fastsoftmax._config import kernel_module, resolve_backend
+from fastsoftmax._config import ieee_arithmetic, kernel_module, resolve_backend
 
 # Rows per chunk of the "blas" method: a 1024 x 784 float32 chunk of X (3 MiB) and its logits
 # stay near L2/L3.
@@ -47,13 +47,6 @@ METHODS = ("auto", "fused", "blas")
 #: Measured: README, "Training at kernel speed".
 FUSED_MAX_WEIGHTS = {"dense": 1 << 17, "csr": 1 << 11}
 FUSED_MIN_FEATURES = 256
-
-
-def _ieee_arithmetic():
-    """The context the kernels and the BLAS logits run in, as ``_api.ieee_arithmetic`` (same
-    layer, not imported): their inf and NaN results are the documented answers, so NumPy's
-    floating-point warnings are off."""
-    return np.errstate(over="ignore", invalid="ignore", divide="ignore")
 
 
 def is_sparse(X) -> bool:
@@ -155,7 +148,7 @@ class LinearTerm:
         """Write the gradients of the rows ``rows`` (int64 indices, any order) to ``dW`` and
         ``db``, each row's weighted gradient multiplied by ``scale``; return their weighted
         loss sum ``sum_i w_i CE_i``."""
-        with _ieee_arithmetic():
+        with ieee_arithmetic():
             if self.method == "fused":
                 return self.kernel(
                     *self.X,
@@ -185,7 +178,7 @@ class LinearTerm:
         n_rows = len(self.labels)
         dW, db = np.zeros(self.dW.shape), np.zeros(self.db.shape)
         loss = 0.0
-        with self.blas_limits(), _ieee_arithmetic():
+        with self.blas_limits(), ieee_arithmetic():
             for start in range(0, n_rows, chunk_rows):
                 if self.method == "fused":
                     rows = np.arange(start, min(start + chunk_rows, n_rows))
