@@ -21,8 +21,11 @@ FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 def as_array(value, name: str) -> np.ndarray:
     """``np.asarray(value)``, refusing what it would read wrongly or explain badly.
 
-    A masked array is refused (``asarray`` would drop its mask and use the masked values), and
-    a ragged nested sequence raises a ``ValueError`` that names the argument.
+    An array of another library that exports DLPack (``__dlpack__``: a PyTorch CPU tensor, a
+    JAX or CuPy array) is read without a copy where it is in host memory (see
+    :func:`_from_dlpack`). A masked array is refused (``asarray`` would drop its mask and use
+    the masked values), and a ragged nested sequence raises a ``ValueError`` that names the
+    argument.
     """
     masked = sys.modules.get("numpy.ma")  # no masked array exists before numpy.ma is imported
     if masked is not None and isinstance(value, masked.MaskedArray):
@@ -30,10 +33,33 @@ def as_array(value, name: str) -> np.ndarray:
             f"{name} is a masked array, whose mask would be ignored: pass {name}.filled(value) "
             "(for softmax, -inf gives the masked entries probability 0)"
         )
+    if not isinstance(value, np.ndarray) and hasattr(value, "__dlpack__"):
+        return _from_dlpack(value, name)
     try:
         return np.asarray(value)
     except ValueError as exc:  # e.g. [[1, 2], [3]]: NumPy's message does not say which argument
         raise ValueError(f"{name} must be an array of numbers: {exc}") from None
+
+
+_DLPACK_CPU = 1  # DLPack's device type of host memory
+
+
+def _from_dlpack(value, name: str) -> np.ndarray:
+    """An array of another library (PyTorch, JAX, CuPy, ...) that exports DLPack, as a NumPy
+    view of its memory (no copy); refused, by ``name``, when it lives on a device or cannot be
+    exported (a PyTorch tensor that requires grad, a dtype NumPy lacks such as bfloat16)."""
+    try:
+        device = int(value.__dlpack_device__()[0])
+        if device == _DLPACK_CPU:
+            return np.from_dlpack(value)
+    except (BufferError, RuntimeError, TypeError, ValueError) as exc:
+        raise TypeError(
+            f"{name} ({type(value).__name__}) cannot be read as a NumPy array through DLPack: {exc}"
+        ) from None
+    raise TypeError(
+        f"{name} ({type(value).__name__}) is in device memory (DLPack device type {device}); "
+        "fastsoftmax runs on the CPU: copy it to host memory first"
+    )
 
 
 def float_array(x, name: str) -> np.ndarray:

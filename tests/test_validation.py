@@ -12,9 +12,10 @@ import types
 
 import numpy as np
 import pytest
-from numpy.testing import assert_array_equal
+from numpy.testing import assert_allclose, assert_array_equal
 
 import fastsoftmax
+from fastsoftmax import _validation as check
 
 SENTINEL = -7.0
 
@@ -333,3 +334,47 @@ def test_unknown_backend_name_raises_listing_the_backends(kernel, name):
 def test_backend_name_must_be_a_string(kernel):
     with pytest.raises(TypeError, match="backend"):
         VALID_CALLS[kernel](user_arrays(1))
+
+
+# -- arrays of other libraries (DLPack) --------------------------------------------------------
+
+
+class _DeviceArray:
+    """Stands for an array in GPU memory: it exports DLPack from device type 2 (CUDA)."""
+
+    def __dlpack_device__(self):
+        return (2, 0)
+
+    def __dlpack__(self, **kwargs):
+        raise AssertionError("a device array must be refused before it is exported")
+
+
+def test_a_cpu_tensor_is_read_through_dlpack_without_a_copy():
+    torch = pytest.importorskip("torch")
+    tensor = torch.randn(3, 4)
+    array = check.as_array(tensor, "x")
+    assert array.ctypes.data == tensor.data_ptr() and array.dtype == np.float32
+    assert_allclose(fastsoftmax.softmax(tensor), fastsoftmax.softmax(tensor.numpy()))
+    loss, _ = fastsoftmax.softmax_cross_entropy(tensor, torch.tensor([0, 1, 3]))
+    assert loss == fastsoftmax.softmax_cross_entropy(tensor.numpy(), [0, 1, 3])[0]
+
+
+@pytest.mark.parametrize("case", ["requires_grad", "bfloat16", "meta"])
+def test_a_tensor_dlpack_cannot_export_is_refused_by_argument_name(case):
+    torch = pytest.importorskip("torch")
+    tensor = {
+        "requires_grad": lambda: torch.zeros(2, 3, requires_grad=True),
+        "bfloat16": lambda: torch.zeros(2, 3, dtype=torch.bfloat16),
+        "meta": lambda: torch.zeros(2, 3, device="meta"),
+    }[case]()
+    with pytest.raises(TypeError, match=r"^x \(Tensor\) cannot be read as a NumPy array"):
+        fastsoftmax.softmax(tensor)
+    with pytest.raises(TypeError, match=r"^target \(Tensor\) cannot be read"):
+        fastsoftmax.softmax_cross_entropy(np.zeros((2, 3)), tensor)
+
+
+def test_a_device_array_is_refused_by_argument_name():
+    with pytest.raises(TypeError, match=r"^x \(_DeviceArray\) is in device memory .*type 2"):
+        fastsoftmax.softmax(_DeviceArray())
+    with pytest.raises(TypeError, match=r"^grad \(_DeviceArray\) is in device memory"):
+        fastsoftmax.sgd_update(np.zeros(3), _DeviceArray(), lr=0.1)
