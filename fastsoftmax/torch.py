@@ -361,50 +361,36 @@ class CrossEntropyLoss(nn.CrossEntropyLoss):
 # -- softmax, log_softmax ------------------------------------------------------------------------
 
 
-class _Softmax(torch.autograd.Function):
-    """Forward: ``fastsoftmax.softmax``; backward: ``softmax_backward`` on the saved output."""
+def _row_function(name: str) -> type[torch.autograd.Function]:
+    """The autograd function of row kernel ``name`` (``"softmax"`` or ``"log_softmax"``): the
+    public function of that name forward, and ``{name}_backward`` on the saved output."""
 
-    @staticmethod
-    def forward(ctx: Any, input: torch.Tensor, dim: int) -> torch.Tensor:
-        output = _tensor(_api.softmax(_numpy(input), dim))
-        ctx.save_for_backward(output)
-        ctx.dim = dim
-        return output
+    class RowFunction(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx: Any, input: torch.Tensor, dim: int) -> torch.Tensor:
+            output = _tensor(getattr(_api, name)(_numpy(input), dim))
+            ctx.save_for_backward(output)
+            ctx.dim = dim
+            return output
 
-    @staticmethod
-    def backward(ctx: Any, grad_output: torch.Tensor) -> tuple[torch.Tensor, None]:
-        _first_order_only("softmax")
-        return _Softmax.gradient(ctx, grad_output)
+        @staticmethod
+        def backward(ctx: Any, grad_output: torch.Tensor) -> tuple[torch.Tensor, None]:
+            _first_order_only(name)
+            return RowFunction.gradient(ctx, grad_output)
 
-    @staticmethod
-    @once_differentiable
-    def gradient(ctx: Any, grad_output: torch.Tensor) -> tuple[torch.Tensor, None]:
-        (output,) = ctx.saved_tensors
-        grad = _api.softmax_backward(_numpy(grad_output), _numpy(output), ctx.dim)
-        return _tensor(grad), None
+        @staticmethod
+        @once_differentiable
+        def gradient(ctx: Any, grad_output: torch.Tensor) -> tuple[torch.Tensor, None]:
+            (output,) = ctx.saved_tensors
+            backward = getattr(_api, f"{name}_backward")
+            return _tensor(backward(_numpy(grad_output), _numpy(output), ctx.dim)), None
+
+    RowFunction.__name__ = RowFunction.__qualname__ = f"_{name}"
+    return RowFunction
 
 
-class _LogSoftmax(torch.autograd.Function):
-    """Forward: ``fastsoftmax.log_softmax``; backward: ``log_softmax_backward``."""
-
-    @staticmethod
-    def forward(ctx: Any, input: torch.Tensor, dim: int) -> torch.Tensor:
-        output = _tensor(_api.log_softmax(_numpy(input), dim))
-        ctx.save_for_backward(output)
-        ctx.dim = dim
-        return output
-
-    @staticmethod
-    def backward(ctx: Any, grad_output: torch.Tensor) -> tuple[torch.Tensor, None]:
-        _first_order_only("log_softmax")
-        return _LogSoftmax.gradient(ctx, grad_output)
-
-    @staticmethod
-    @once_differentiable
-    def gradient(ctx: Any, grad_output: torch.Tensor) -> tuple[torch.Tensor, None]:
-        (output,) = ctx.saved_tensors
-        grad = _api.log_softmax_backward(_numpy(grad_output), _numpy(output), ctx.dim)
-        return _tensor(grad), None
+_Softmax = _row_function("softmax")
+_LogSoftmax = _row_function("log_softmax")
 
 
 def _rowwise(
