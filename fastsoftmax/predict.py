@@ -10,7 +10,6 @@ import argparse
 import os
 import sys
 import warnings
-import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -68,11 +67,6 @@ def load_model(path: str):
 
     if not os.path.isfile(path):
         raise SystemExit(f"--model {path}: no such file")
-    if not zipfile.is_zipfile(path):  # NumPy's own message would be about pickles
-        raise SystemExit(
-            f"--model {path}: not a fastsoftmax model file (those are .npz archives written by "
-            "fastsoftmax train --save)"
-        )
     try:
         return fastsoftmax.SoftmaxRegression.load(path)
     except ValueError as exc:
