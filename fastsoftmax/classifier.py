@@ -363,7 +363,8 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
             data, keep_weights = self._dask_training_data(X, y, sample_weight)
         else:
             data, keep_weights = self._training_data(X, y, sample_weight)
-        self.solver_ = choose_solver(self.solver, data, len(self.classes_), self.early_stopping)
+        entries = getattr(getattr(data, "X", None), "nnz", data.n_rows * data.n_features)
+        self.solver_ = choose_solver(self.solver, entries, len(self.classes_), self.early_stopping)
         self.l2_ = 1.0 / data.n_rows if self.l2 == "auto" else float(self.l2)
         state = self._initial_state(keep_weights, data.n_features)
         if self.solver_ == "lbfgs":
@@ -738,14 +739,14 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
 AUTO_LBFGS_MAX_WORK = 5e7
 
 
-def choose_solver(solver: str, data, n_classes: int, early_stopping: bool) -> str:
-    """``solver``, or for "auto": "lbfgs" when a full pass over ``data`` is cheap (see
-    :data:`AUTO_LBFGS_MAX_WORK`) and ``early_stopping`` is off, "sgd" otherwise."""
+def choose_solver(solver: str, entries: int, n_classes: int, early_stopping: bool) -> str:
+    """``solver``, or for "auto": "lbfgs" when a full pass over data of ``entries`` stored
+    entries is cheap (see :data:`AUTO_LBFGS_MAX_WORK`) and ``early_stopping`` is off, "sgd"
+    otherwise."""
     if solver != "auto":
         return solver
     if early_stopping:
         return "sgd"
-    entries = getattr(getattr(data, "X", None), "nnz", data.n_rows * data.n_features)
     return "lbfgs" if entries * n_classes <= AUTO_LBFGS_MAX_WORK else "sgd"
 
 

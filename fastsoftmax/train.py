@@ -306,15 +306,14 @@ def warm_up(model, X, y) -> float:
     solver, dtype and backend the whole data gets. On Numba this compiles those kernels, or
     loads them from its cache, and no others."""
     import warnings
-    from types import SimpleNamespace
 
     from sklearn.base import clone
 
     from fastsoftmax.classifier import choose_solver
 
     classes = np.unique(y)
-    size = SimpleNamespace(X=X, n_rows=X.shape[0], n_features=X.shape[1])
-    solver = choose_solver(model.solver, size, len(classes), model.early_stopping)
+    entries = getattr(X, "nnz", X.size)
+    solver = choose_solver(model.solver, entries, len(classes), model.early_stopping)
     rows = np.concatenate([np.flatnonzero(y == label)[:4] for label in classes])
     few = clone(model).set_params(
         solver=solver, max_epochs=1, max_iter=1, early_stopping=False, verbose=0
