@@ -308,6 +308,7 @@ def softmax_cross_entropy(
     target,
     *,
     sample_weight=None,
+    class_weight=None,
     label_smoothing: float = 0.0,
     ignore_index: int | None = None,
     reduction: str = "mean",
@@ -335,7 +336,16 @@ def softmax_cross_entropy(
         Integer class labels in ``[0, k)`` (any integer dtype), or probabilities >= 0 (converted
         to the dtype of ``logits``).
     sample_weight : array_like, shape (n,), optional
-        Finite weights >= 0 whose sum is finite in float64; default all 1.
+        Per-row weights w_i: finite, >= 0, with a sum finite in float64; default all 1.
+    class_weight : array_like, shape (k,), optional
+        Per-class weights c_j, finite and >= 0 (PyTorch's ``weight``), default all 1. With
+        labels, row i's weight becomes ``w_i c[y_i]``, and ``"mean"`` divides by the sum of
+        these over the non-ignored rows; with label smoothing the row loss is
+        ``-w_i ((1 - s) c[y_i] log p_y + s / k sum_j c_j log p_j)`` (PyTorch's formula: the
+        smoothing term weighs each class by its own weight), with the same divisor. With
+        probabilities, class j's term is scaled by ``c_j`` and ``"mean"`` divides by the sum
+        of the ``w_i``, as in PyTorch. (Labels with smoothing and probabilities build a
+        weighted target of ``logits``'s shape first.)
     label_smoothing : float in [0, 1], default 0
     ignore_index : int, optional
         Label marking rows to skip (integer labels only).
@@ -370,6 +380,7 @@ def softmax_cross_entropy(
     reduction = check.reduction_value(reduction)
     n_threads = check.n_threads_value(n_threads)
     target = check.as_array(target, "target")
+    soft_target = None
     if target.ndim == 1:
         labels = check.labels_array(target, n_rows, n_classes, ignore_index)
         kept = labels >= 0
@@ -384,10 +395,28 @@ def softmax_cross_entropy(
             f"{logits.shape}, got shape {target.shape}"
         )
     weights = check.sample_weight_array(sample_weight, n_rows)
+    total_weight = float(np.sum(weights[kept]))  # "mean" divides by it
+    if class_weight is not None:
+        class_weight = check.weight_array(class_weight, "class_weight", n_classes)
+        if target.ndim == 1:
+            with np.errstate(over="ignore"):  # an overflow is refused just below
+                label_weights = weights * np.where(kept, class_weight[np.maximum(labels, 0)], 0)
+            check.summable_weights(label_weights, "sample_weight * class_weight[target]")
+            total_weight = float(np.sum(label_weights))
+            if label_smoothing:  # the class weights go into the target, w_i stays the row's
+                soft_target = _class_weighted_smoothing(labels, class_weight, label_smoothing)
+                weights = np.where(kept, weights, 0.0)
+            else:
+                weights = label_weights
+        else:
+            mixed = (1 - label_smoothing) * soft_target + label_smoothing / n_classes
+            soft_target = mixed * class_weight
+        if soft_target is not None:
+            soft_target = soft_target.astype(logits.dtype, copy=False)
+            label_smoothing = 0.0
     module, threads = kernel_module("softmax_cross_entropy", backend, logits.size, n_threads)
     grad = _RowsOutput(grad_out, logits.shape, logits.dtype, 1, "grad_out")
 
-    total_weight = float(np.sum(weights[kept]))
     scale = 1.0
     if reduction == "mean":
         scale = 1.0 / total_weight if total_weight > 0 else 0.0
@@ -395,7 +424,7 @@ def softmax_cross_entropy(
         row_loss = np.zeros(n_rows)
         if n_rows:
             rows = _detached(np.ascontiguousarray(logits), grad.rows)
-            if target.ndim == 1:
+            if soft_target is None:
                 module.cross_entropy_labels(
                     rows, labels, weights, scale, label_smoothing, row_loss, grad.rows, threads
                 )
@@ -417,6 +446,19 @@ def softmax_cross_entropy(
         if reduction == "mean":
             total = total / total_weight if total_weight > 0 else float("nan")
         return dtype(total), grad.finish()
+
+
+def _class_weighted_smoothing(
+    labels: np.ndarray, class_weight: np.ndarray, label_smoothing: float
+) -> np.ndarray:
+    """The target whose plain cross-entropy is the class-weighted, smoothed one of ``labels``:
+    ``(1 - s) c[y] onehot(y) + s / k c`` per row (ignored rows get a weight of 0)."""
+    n_rows, n_classes = labels.shape[0], class_weight.shape[0]
+    target = np.empty((n_rows, n_classes))
+    target[...] = label_smoothing / n_classes * class_weight
+    kept = np.flatnonzero(labels >= 0)
+    target[kept, labels[kept]] += (1 - label_smoothing) * class_weight[labels[kept]]
+    return target
 
 
 def sgd_update(

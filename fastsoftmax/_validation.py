@@ -208,21 +208,31 @@ def soft_target_array(target: np.ndarray, shape: tuple, dtype: np.dtype) -> np.n
 def sample_weight_array(sample_weight, n_rows: int) -> np.ndarray:
     if sample_weight is None:
         return np.ones(n_rows)
-    weights = as_array(sample_weight, "sample_weight")
+    weights = weight_array(sample_weight, "sample_weight", n_rows)
+    summable_weights(weights, "sample_weight")
+    return weights
+
+
+def weight_array(weights, name: str, length: int) -> np.ndarray:
+    """Finite weights >= 0 of shape (length,), as float64."""
+    weights = as_array(weights, name)
     if weights.dtype.kind not in "iuf":
-        raise TypeError(f"sample_weight must be a real array, got dtype {weights.dtype}")
-    if weights.shape != (n_rows,):
-        raise ValueError(f"sample_weight must have shape ({n_rows},), got {weights.shape}")
+        raise TypeError(f"{name} must be a real array, got dtype {weights.dtype}")
+    if weights.shape != (length,):
+        raise ValueError(f"{name} must have shape ({length},), got {weights.shape}")
     weights = weights.astype(np.float64)
-    finite_weights(weights)
+    finite_weights(weights, name)
+    return weights
+
+
+def summable_weights(weights: np.ndarray, name: str) -> None:
     with np.errstate(over="ignore"):
         total = weights.sum()
     if not np.isfinite(total):  # every sum and mean over the rows would be inf or NaN
         raise ValueError(
-            "sample_weight sums beyond the float64 range: scale the weights down (a mean "
+            f"{name} sums beyond the float64 range: scale the weights down (a mean "
             "loss and its gradient do not change)"
         )
-    return weights
 
 
 def ignore_index_value(ignore_index):
@@ -448,9 +458,9 @@ def finite_block(X: np.ndarray) -> None:
         raise ValueError("Input X contains NaN or infinity (in a dask block)")
 
 
-def finite_weights(weights: np.ndarray | None) -> None:
+def finite_weights(weights: np.ndarray | None, name: str = "sample_weight") -> None:
     if weights is not None and not np.all(np.isfinite(weights) & (weights >= 0)):
-        raise ValueError("sample_weight must be finite and >= 0")
+        raise ValueError(f"{name} must be finite and >= 0")
 
 
 def unsupported_dask_collection(name: str, obj) -> None:

@@ -126,51 +126,22 @@ def _fused_cross_entropy(
     reduction: str,
     label_smoothing: float,
 ) -> tuple[np.generic | np.ndarray, np.ndarray]:
-    """PyTorch's cross-entropy of ``logits`` (rows) as one call of the fused kernel."""
-    fused = _api.softmax_cross_entropy
-    n_classes = logits.shape[1]
-    if soft:
-        # PyTorch: -sum_j w_j ((1 - s) t_j + s / C) log p_j; "mean" divides by the row count,
-        # as the kernel does with unit row weights. Without weights the kernel smooths itself.
-        if weight is None:
-            return fused(logits, target, label_smoothing=label_smoothing, reduction=reduction)
-        mixed = (1.0 - label_smoothing) * target + label_smoothing / n_classes
-        return fused(logits, (mixed * weight).astype(logits.dtype), reduction=reduction)
-    if weight is None:
-        return fused(
-            logits,
-            target,
-            label_smoothing=label_smoothing,
-            ignore_index=ignore_index,
-            reduction=reduction,
-        )
-    kept = target != ignore_index
-    labels = np.where(kept, target, 0)
-    if labels.size and (labels.min() < 0 or labels.max() >= n_classes):
-        raise _Unsupported  # PyTorch raises its own error
-    row_weight = np.where(kept, weight[labels], 0.0)
-    if label_smoothing == 0:
-        # w[y_i] as the row weight; "mean" divides by their sum over kept rows (PyTorch's rule).
-        return fused(
-            logits, target, sample_weight=row_weight, ignore_index=ignore_index, reduction=reduction
-        )
-    # PyTorch weighs the smoothing term per class: row loss
-    # -(1 - s) w[y] log p_y - s / C sum_j w_j log p_j, which is the cross-entropy against the
-    # unnormalised target (1 - s) w[y] onehot(y) + s / C w (zero for an ignored row); "mean"
-    # divides by the summed w[y] of the kept rows, folded into the target (loss and gradient are
-    # linear in it).
-    scale = 1.0
-    if reduction == "mean":
-        total = float(row_weight.sum())
-        if not total > 0:
-            raise _Unsupported  # 0/0 and x/0 mixed: leave the NaN/inf pattern to PyTorch
-        scale = 1.0 / total
-    soft_target = np.empty(logits.shape, dtype=logits.dtype)
-    soft_target[...] = (scale * label_smoothing / n_classes) * weight
-    soft_target[~kept] = 0
-    rows = np.flatnonzero(kept)
-    soft_target[rows, labels[rows]] += scale * (1.0 - label_smoothing) * row_weight[rows]
-    return fused(logits, soft_target, reduction="sum" if reduction == "mean" else reduction)
+    """PyTorch's cross-entropy of ``logits`` (rows) as one call of the fused kernel, whose
+    ``class_weight`` has PyTorch's semantics."""
+    if not soft and weight is not None and label_smoothing and reduction == "mean":
+        # (clip: an out-of-range label is refused by the kernel, then by PyTorch)
+        if not np.take(weight, target[target != ignore_index], mode="clip").sum() > 0:
+            # PyTorch's 0/0 in both terms leaves NaN in its gradient, where the kernel's mean
+            # over no weight has a zero gradient: leave that pattern to PyTorch.
+            raise _Unsupported
+    return _api.softmax_cross_entropy(
+        logits,
+        target,
+        class_weight=weight,
+        label_smoothing=label_smoothing,
+        ignore_index=None if soft else ignore_index,
+        reduction=reduction,
+    )
 
 
 class _CrossEntropy(torch.autograd.Function):

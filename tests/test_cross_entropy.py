@@ -21,21 +21,34 @@ N, K = 9, 5
 
 
 def expected_cross_entropy(
-    logits, target, sample_weight=None, label_smoothing=0.0, ignore_index=None, reduction="mean"
+    logits,
+    target,
+    sample_weight=None,
+    class_weight=None,
+    label_smoothing=0.0,
+    ignore_index=None,
+    reduction="mean",
 ):
-    """(loss, grad) as PyTorch defines them, in float64."""
+    """(loss, grad) as PyTorch defines them (``F.cross_entropy``'s ``weight`` is
+    ``class_weight``), with per-row weights as fastsoftmax defines them, in float64.
+
+    Row loss ``-w_i sum_j c_j t_j log p_j`` with t the smoothed target; labels: the
+    mean divides by ``sum_i w_i c[y_i]`` over kept rows, probabilities by ``sum_i w_i``."""
     x = np.asarray(logits, dtype=np.float64)
     n, k = x.shape
     log_p = scipy.special.log_softmax(x, axis=1)
+    c = np.ones(k) if class_weight is None else np.asarray(class_weight, dtype=np.float64)
     kept = np.ones(n, bool)
     if target.ndim == 1:
         if ignore_index is not None:
             kept = target != ignore_index
         t = np.zeros((n, k))
         t[np.flatnonzero(kept), target[kept]] = 1.0
+        divisor_weight = t @ c  # c[y_i]
     else:
         t = np.asarray(target, dtype=np.float64)
-    t = (1 - label_smoothing) * t + label_smoothing / k
+        divisor_weight = np.ones(n)
+    t = c * ((1 - label_smoothing) * t + label_smoothing / k)
     w = np.ones(n) if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
     w = np.where(kept, w, 0.0)
     row_loss = -w * np.sum(t * log_p, axis=1)
@@ -44,7 +57,7 @@ def expected_cross_entropy(
         return row_loss, row_grad
     if reduction == "sum":
         return row_loss.sum(), row_grad
-    total_weight = w.sum()
+    total_weight = np.sum(w * divisor_weight)
     if total_weight == 0:
         return np.nan, np.zeros_like(row_grad)
     return row_loss.sum() / total_weight, row_grad / total_weight
@@ -71,47 +84,87 @@ def make_weights(rng, n=N):
     return weights
 
 
+CLASS_WEIGHT = np.array([0.5, 2.0, 0.0, 1.0, 3.0])  # class 2 (a label in several rows) weighs 0
+
+# weights: None, per row ("sample"), per class ("class"), or both
 GRID = [
-    (kind, ignore_index, smoothing, weighted, reduction)
-    for kind, ignore_index, smoothing, weighted, reduction in itertools.product(
-        ["labels", "soft"], [None, -100, 2], [0.0, 0.1, 1.0], [False, True], ["mean", "sum", "none"]
+    (kind, ignore_index, smoothing, weights, reduction)
+    for kind, ignore_index, smoothing, weights, reduction in itertools.product(
+        ["labels", "soft"],
+        [None, -100, 2],
+        [0.0, 0.1, 1.0],
+        [None, "sample", "class", "both"],
+        ["mean", "sum", "none"],
     )
     if kind == "labels" or ignore_index is None  # ignore_index applies to labels only
 ]
 
 
-@pytest.mark.parametrize(
-    ("kind", "ignore_index", "smoothing", "weighted", "reduction"),
-    GRID,
-    ids=[
-        f"{kind}-ignore{ignore}-smooth{s}-{'weighted' if w else 'unweighted'}-{r}"
-        for kind, ignore, s, w, r in GRID
-    ],
-)
-def test_matches_pytorch_definition(
-    kind, ignore_index, smoothing, weighted, reduction, backend, dtype, rng
-):
+def problem_options(rng, kind, ignore_index, smoothing, weights, reduction, dtype=np.float64):
     logits, target = make_problem(rng, kind, dtype)
     if kind == "labels" and ignore_index != -100:
         target[target < 0] = 0
-    weights = make_weights(rng) if weighted else None
     options = dict(
-        sample_weight=weights,
+        sample_weight=make_weights(rng) if weights in ("sample", "both") else None,
+        class_weight=CLASS_WEIGHT if weights in ("class", "both") else None,
         label_smoothing=smoothing,
         ignore_index=ignore_index,
         reduction=reduction,
+    )
+    return logits, target, options
+
+
+@pytest.mark.parametrize(
+    ("kind", "ignore_index", "smoothing", "weights", "reduction"),
+    GRID,
+    ids=[f"{kind}-ignore{ignore}-smooth{s}-{w}-{r}" for kind, ignore, s, w, r in GRID],
+)
+def test_matches_pytorch_definition(
+    kind, ignore_index, smoothing, weights, reduction, backend, dtype, rng
+):
+    logits, target, options = problem_options(
+        rng, kind, ignore_index, smoothing, weights, reduction, dtype
     )
     loss, grad = fastsoftmax.softmax_cross_entropy(logits, target, **options, backend=backend)
     expected_loss, expected_grad = expected_cross_entropy(logits, target, **options)
     what = (
         f"softmax_cross_entropy({kind}, ignore_index={ignore_index}, label_smoothing="
-        f"{smoothing}, weighted={weighted}, reduction={reduction}), backend={backend}, "
+        f"{smoothing}, weights={weights}, reduction={reduction}), backend={backend}, "
         f"dtype={dtype.__name__}"
     )
     assert np.asarray(loss).dtype == dtype and grad.dtype == dtype, f"{what}: dtype"
     assert np.shape(loss) == np.shape(expected_loss), f"{what}: loss shape"
     assert_close(loss, expected_loss, dtype, f"{what}: loss")
     assert_close(grad, expected_grad, dtype, f"{what}: grad")
+
+
+TORCH_GRID = [case for case in GRID if case[3] in (None, "class")]  # PyTorch has no row weights
+
+
+@pytest.mark.parametrize(
+    ("kind", "ignore_index", "smoothing", "weights", "reduction"),
+    TORCH_GRID,
+    ids=[f"{kind}-ignore{ignore}-smooth{s}-{w}-{r}" for kind, ignore, s, w, r in TORCH_GRID],
+)
+def test_definition_is_pytorchs(kind, ignore_index, smoothing, weights, reduction, rng):
+    """The formula above against ``F.cross_entropy`` itself, where PyTorch is installed."""
+    torch = pytest.importorskip("torch")
+    logits, target, options = problem_options(
+        rng, kind, ignore_index, smoothing, weights, reduction
+    )
+    expected_loss, expected_grad = expected_cross_entropy(logits, target, **options)
+    x = torch.tensor(logits, requires_grad=True)
+    loss = torch.nn.functional.cross_entropy(
+        x,
+        torch.tensor(target),
+        weight=None if weights is None else torch.tensor(CLASS_WEIGHT),
+        ignore_index=-100 if ignore_index is None else ignore_index,
+        reduction=reduction,
+        label_smoothing=smoothing,
+    )
+    loss.sum().backward()
+    assert_allclose(loss.detach().numpy(), expected_loss, rtol=1e-12, atol=1e-14)
+    assert_allclose(x.grad.numpy(), expected_grad, rtol=1e-12, atol=1e-14)
 
 
 FD_OPTIONS = [

@@ -196,6 +196,26 @@ for label, weights, error in [
         "sample_weight",
         lambda a, w=weights: ce(a, a.labels, sample_weight=w(a)),
     )
+for label, class_weight, error in [
+    ("one-per-row", lambda a: a.weights, ValueError),  # 5 rows, 4 classes
+    ("2-d", lambda a: np.ones((1, 4)), ValueError),
+    ("negative", lambda a: np.array([1.0, -1.0, 1.0, 1.0]), ValueError),
+    ("nan", lambda a: np.array([1.0, np.nan, 1.0, 1.0]), ValueError),
+    ("complex", lambda a: np.ones(4) + 0j, TypeError),
+    ("string", lambda a: "balanced", TypeError),
+]:
+    case(
+        f"sce-class-weight-{label}",
+        error,
+        "class_weight",
+        lambda a, c=class_weight: ce(a, a.labels, class_weight=c(a)),
+    )
+case(
+    "sce-class-weight-times-sample-weight-overflows",
+    ValueError,
+    "sample_weight \\* class_weight",
+    lambda a: ce(a, a.labels, sample_weight=a.weights * 1e300, class_weight=np.full(4, 1e300)),
+)
 for value, error in [
     (-0.1, ValueError),
     (1.1, ValueError),
