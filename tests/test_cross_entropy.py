@@ -172,11 +172,14 @@ FD_OPTIONS = [
     dict(sample_weight=True),
     dict(label_smoothing=0.2),
     dict(sample_weight=True, label_smoothing=0.2),
+    dict(sample_weight=True, class_weight=True, label_smoothing=0.2),
 ]
 
 
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
-@pytest.mark.parametrize("options", FD_OPTIONS, ids=["plain", "weighted", "smoothed", "both"])
+@pytest.mark.parametrize(
+    "options", FD_OPTIONS, ids=["plain", "weighted", "smoothed", "both", "class-weighted"]
+)
 @pytest.mark.parametrize("kind", ["labels", "soft"])
 def test_gradient_matches_central_differences(kind, options, reduction, backend, rng):
     """Perturb one logit at a time: loss row i moves by grad[i, j] * 2h, other rows not at all
@@ -187,6 +190,8 @@ def test_gradient_matches_central_differences(kind, options, reduction, backend,
     options = dict(options, reduction=reduction)
     if options.get("sample_weight"):
         options["sample_weight"] = make_weights(rng, n=6)
+    if options.get("class_weight"):
+        options["class_weight"] = CLASS_WEIGHT[:4]
 
     def loss(x):
         return fastsoftmax.softmax_cross_entropy(x, target, **options, backend=backend)[0]
