@@ -388,14 +388,17 @@ def softmax_cross_entropy(
         if ignore_index is not None:
             raise ValueError("ignore_index applies to integer labels, not to a 2-D target")
         soft_target = check.soft_target_array(target, logits.shape, logits.dtype)
-        kept = slice(None)
+        kept = None  # every row
     else:
         raise ValueError(
             f"target must be labels of shape ({n_rows},) or probabilities of shape "
             f"{logits.shape}, got shape {target.shape}"
         )
     weights = check.sample_weight_array(sample_weight, n_rows)
-    total_weight = float(np.sum(weights[kept]))  # "mean" divides by it
+    if kept is None:  # "mean" divides by total_weight
+        total_weight = float(weights.sum())
+    else:
+        total_weight = float(weights[kept].sum() if sample_weight is not None else kept.sum())
     if class_weight is not None:
         class_weight = check.weight_array(class_weight, "class_weight", n_classes)
         if target.ndim == 1:
@@ -442,7 +445,7 @@ def softmax_cross_entropy(
         dtype = logits.dtype.type
         if reduction == "none":
             return row_loss.astype(logits.dtype), grad.finish()
-        total = float(np.sum(row_loss))
+        total = float(row_loss.sum())
         if reduction == "mean":
             total = total / total_weight if total_weight > 0 else float("nan")
         return dtype(total), grad.finish()

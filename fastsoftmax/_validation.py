@@ -165,7 +165,8 @@ def labels_array(
     name: str = "target",
     rows_of: str = "logits",
 ) -> np.ndarray:
-    """Integer class labels as int64 with -1 marking rows equal to ``ignore_index``.
+    """Integer class labels as int64 with -1 marking rows equal to ``ignore_index`` (``target``
+    itself when it is int64 and no row is ignored: read it, never write it).
 
     ``name`` is the labels' argument and ``rows_of`` the argument whose rows they label, for
     the messages.
@@ -179,16 +180,21 @@ def labels_array(
         raise ValueError(
             f"{name} must have shape ({n_rows},) to match {rows_of}, got {target.shape}"
         )
+    labels = target.astype(np.int64, copy=False)
+    # One comparison finds every label outside [0, n_classes): negative ones wrap around.
+    outside = labels.view(np.uint64) >= n_classes
+    if ignore_index is None or not 0 <= ignore_index < n_classes:
+        if not outside.any():  # no row to ignore
+            return labels
     ignored = target == ignore_index if ignore_index is not None else np.zeros(n_rows, bool)
-    invalid = ~ignored & ((target < 0) | (target >= n_classes))
+    invalid = outside & ~ignored
     if invalid.any():
         bad = target[invalid][0]
         raise ValueError(
             f"{name} holds class label {bad}, expected labels in [0, {n_classes})"
             + (f" or ignore_index={ignore_index}" if ignore_index is not None else "")
         )
-    labels = target.astype(np.int64)
-    labels[ignored] = -1
+    labels = np.where(ignored, -1, labels)
     return labels
 
 

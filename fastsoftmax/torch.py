@@ -44,6 +44,8 @@ Examples
 
 from __future__ import annotations
 
+from functools import partial
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -57,7 +59,6 @@ except ImportError as exc:  # pragma: no cover - only without PyTorch
     ) from exc
 import torch.nn.functional as F
 from torch import nn
-from torch.autograd.function import once_differentiable
 
 from fastsoftmax import _api
 
@@ -104,12 +105,13 @@ def _class_last_rows(tensor: torch.Tensor) -> torch.Tensor:
 def _first_order_only(name: str) -> None:
     """Refuse a backward that builds a graph (``create_graph=True``): this backward scales a
     saved gradient, which autograd would see as a constant, so any second derivative through it
-    would silently be zero (e.g. ``torch.autograd.functional.hessian``)."""
+    would silently be zero (e.g. ``torch.autograd.functional.hessian``). A backward without a
+    graph runs with gradients off, so its own operations record nothing."""
     if torch.is_grad_enabled():
         raise RuntimeError(
-            f"fastsoftmax.torch.{name} is once differentiable (its backward is marked "
-            "@once_differentiable): no backward with create_graph=True, no second derivative; "
-            f"use torch.nn.functional.{name} for higher derivatives"
+            f"fastsoftmax.torch.{name} is once differentiable: no backward with "
+            "create_graph=True, no second derivative; use torch.nn.functional."
+            f"{name} for higher derivatives"
         )
 
 
@@ -142,6 +144,9 @@ def _fused_cross_entropy(
         ignore_index=None if soft else ignore_index,
         reduction=reduction,
     )
+
+
+_NO_GRAD = SimpleNamespace(needs_input_grad=(False,) * 6)  # the ctx of a call without autograd
 
 
 class _CrossEntropy(torch.autograd.Function):
@@ -181,11 +186,6 @@ class _CrossEntropy(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad_output: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         _first_order_only("cross_entropy")
-        return _CrossEntropy.scaled_gradient(ctx, grad_output)
-
-    @staticmethod
-    @once_differentiable
-    def scaled_gradient(ctx: Any, grad_output: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         (grad,) = ctx.saved_tensors
         if ctx.reduction == "none":
             grad = grad * grad_output.reshape(-1, 1)
@@ -267,14 +267,22 @@ def cross_entropy(
             label_smoothing=label_smoothing,
         )
         return loss.squeeze(0) if reduction == "none" else loss
-    return _fused_or_pytorch(arguments, label_smoothing)
+    return _eager(_fused_or_pytorch)(arguments, label_smoothing)
 
 
-@torch.compiler.disable  # torch.compile: runs eagerly, with a graph break before and after
+def _eager(function: Any) -> Any:
+    """``function``, or under ``torch.compile`` its ``torch.compiler.disable`` twin (run eagerly,
+    a graph break before and after): the twin's wrapper costs several microseconds a call."""
+    return _EAGER_TWINS[function] if torch.compiler.is_compiling() else function
+
+
 def _fused_or_pytorch(arguments: tuple, label_smoothing: float) -> torch.Tensor:
     input, target, weight, _, ignore_index, _, reduction = arguments
+    # Without a backward to come, the forward alone (autograd.Function.apply costs ~10 us).
+    needs_grad = input.requires_grad and torch.is_grad_enabled()
+    function = _CrossEntropy.apply if needs_grad else partial(_CrossEntropy.forward, _NO_GRAD)
     try:
-        return _CrossEntropy.apply(input, target, weight, ignore_index, reduction, label_smoothing)
+        return function(input, target, weight, ignore_index, reduction, label_smoothing)
     except (_Unsupported, *_REFUSED):
         return F.cross_entropy(*arguments, label_smoothing)
 
@@ -347,11 +355,6 @@ def _row_function(name: str) -> type[torch.autograd.Function]:
         @staticmethod
         def backward(ctx: Any, grad_output: torch.Tensor) -> tuple[torch.Tensor, None]:
             _first_order_only(name)
-            return RowFunction.gradient(ctx, grad_output)
-
-        @staticmethod
-        @once_differentiable
-        def gradient(ctx: Any, grad_output: torch.Tensor) -> tuple[torch.Tensor, None]:
             (output,) = ctx.saved_tensors
             backward = getattr(_api, f"{name}_backward")
             return _tensor(backward(_numpy(grad_output), _numpy(output), ctx.dim)), None
@@ -375,10 +378,9 @@ def _rowwise(
         input = input.to(dtype)
     if dim is None or not _native(input) or input.dim() == 0:
         return fallback(input, dim)
-    return _apply_or_pytorch(function, fallback, input, dim)
+    return _eager(_apply_or_pytorch)(function, fallback, input, dim)
 
 
-@torch.compiler.disable  # torch.compile: runs eagerly, with a graph break before and after
 def _apply_or_pytorch(
     function: type[torch.autograd.Function], fallback: Any, input: torch.Tensor, dim: int
 ) -> torch.Tensor:
@@ -386,6 +388,9 @@ def _apply_or_pytorch(
         return function.apply(input, dim)
     except _REFUSED:  # e.g. dim out of range: PyTorch's own error
         return fallback(input, dim)
+
+
+_EAGER_TWINS = {f: torch.compiler.disable(f) for f in (_fused_or_pytorch, _apply_or_pytorch)}
 
 
 def softmax(input: torch.Tensor, dim: int, dtype: torch.dtype | None = None) -> torch.Tensor:

@@ -61,13 +61,11 @@ def _chosen_variant() -> str:
 
 variant = _chosen_variant()
 _kernels = load_variant(variant)
-
-
-def __getattr__(name: str):
-    """The loaded variant's raw kernels, ``max_threads``, ``exp`` and ``x86_64_level``."""
-    if name.startswith("_"):
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(_kernels, name)
+# The loaded variant's raw kernels, max_threads, exp and x86_64_level become this module's
+# names (a module __getattr__ would add a microsecond to every small call).
+globals().update(
+    (name, getattr(_kernels, name)) for name in dir(_kernels) if not name.startswith("_")
+)
 
 
 def build_info() -> dict:
