@@ -383,7 +383,7 @@ def softmax_cross_entropy(
     soft_target = None
     if target.ndim == 1:
         labels = check.labels_array(target, n_rows, n_classes, ignore_index)
-        kept = labels >= 0
+        kept = None if labels is target else labels >= 0  # None: every row (no copy made)
     elif target.ndim == 2:
         if ignore_index is not None:
             raise ValueError("ignore_index applies to integer labels, not to a 2-D target")
@@ -395,13 +395,12 @@ def softmax_cross_entropy(
             f"{logits.shape}, got shape {target.shape}"
         )
     weights = check.sample_weight_array(sample_weight, n_rows)
-    if kept is None:  # "mean" divides by total_weight
-        total_weight = float(weights.sum())
-    else:
-        total_weight = float(weights[kept].sum() if sample_weight is not None else kept.sum())
+    kept_weights = weights if kept is None else weights[kept]  # "mean" divides by their sum
+    total_weight = float(kept_weights.size if sample_weight is None else kept_weights.sum())
     if class_weight is not None:
         class_weight = check.weight_array(class_weight, "class_weight", n_classes)
         if target.ndim == 1:
+            kept = labels >= 0
             with np.errstate(over="ignore"):  # an overflow is refused just below
                 label_weights = weights * np.where(kept, class_weight[np.maximum(labels, 0)], 0)
             check.summable_weights(label_weights, "sample_weight * class_weight[target]")
