@@ -3,10 +3,14 @@
 Times, on float32 CPU tensors with 2 threads (``torch.set_num_threads(2)``; the kernels use
 all available threads by default, i.e. 2 on the development machine):
 
-1. forward + backward of the loss on logits of several shapes (``x.grad`` reset each time);
-2. the autograd wrapper's own overhead on a tiny batch: ``fastsoftmax.torch.cross_entropy``
-   forward + backward against ``fastsoftmax.softmax_cross_entropy`` called on the NumPy
-   arrays directly (the same kernel, without PyTorch around it);
+1. forward + backward of the loss on logits of several shapes (``x.grad`` reset each time),
+   as a user gets it (inputs below ``fastsoftmax.torch.MIN_ELEMENTS`` elements go to PyTorch)
+   and with every shape on the kernels (``MIN_ELEMENTS = 0``): where the two cross is where
+   ``MIN_ELEMENTS`` belongs;
+2. the autograd wrapper's own overhead on a tiny batch, on the kernels:
+   ``fastsoftmax.torch.cross_entropy`` forward + backward against
+   ``fastsoftmax.softmax_cross_entropy`` called on the NumPy arrays directly (the same kernel,
+   without PyTorch around it);
 3. a full training step of ``nn.Linear(784, 10)``, batch 256, ``optim.SGD``, with each loss.
 
 Each figure is the median of interleaved repeats (the implementations take turns, so a noisy
@@ -28,7 +32,19 @@ import os
 import statistics
 import time
 
-SHAPES = ((4096, 1000), (65536, 128), (512, 32000), (1_000_000, 10), (64, 10))
+SHAPES = (
+    (4096, 1000),
+    (65536, 128),
+    (512, 32000),
+    (1_000_000, 10),
+    (64, 10),
+    (256, 10),
+    (1024, 10),
+    (4096, 10),
+    (256, 100),
+    (1024, 100),
+    (256, 1000),
+)
 
 
 def interleaved(functions: dict, repeats: int) -> dict[str, float]:
@@ -50,6 +66,20 @@ def forward_backward(loss_function, x, y):
         loss_function(x, y).backward()
 
     return run
+
+
+def on_kernels(loss_function):
+    """``loss_function`` with every input on the kernels (``fst.MIN_ELEMENTS = 0``)."""
+    import fastsoftmax.torch as fst
+
+    def call(*args):
+        default, fst.MIN_ELEMENTS = fst.MIN_ELEMENTS, 0
+        try:
+            return loss_function(*args)
+        finally:
+            fst.MIN_ELEMENTS = default
+
+    return call
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -75,8 +105,11 @@ def main(argv: list[str] | None = None) -> None:
         f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '(unset)')}"
     )
 
-    print("\n1. forward + backward (ms)")
-    print("| shape | F.cross_entropy | fastsoftmax.torch | speed-up |\n|---|---|---|---|")
+    print(f"\n1. forward + backward (ms); MIN_ELEMENTS = {fst.MIN_ELEMENTS}")
+    print(
+        "| shape | F.cross_entropy | fastsoftmax.torch | speed-up | on the kernels | speed-up |\n"
+        "|---|---|---|---|---|---|"
+    )
     for n, k in SHAPES:
         x = torch.randn(n, k, generator=generator).requires_grad_()
         y = torch.randint(0, k, (n,), generator=generator)
@@ -86,17 +119,18 @@ def main(argv: list[str] | None = None) -> None:
                 {
                     "torch": forward_backward(F.cross_entropy, x, y),
                     "fastsoftmax": forward_backward(fst.cross_entropy, x, y),
+                    "kernels": forward_backward(on_kernels(fst.cross_entropy), x, y),
                 },
                 repeats,
             )
-        speed_up = result["torch"] / result["fastsoftmax"]
         print(
             f"| ({n}, {k}) | {1e3 * result['torch']:.3f} | {1e3 * result['fastsoftmax']:.3f} "
-            f"| {speed_up:.2f}x |"
+            f"| {result['torch'] / result['fastsoftmax']:.2f}x | {1e3 * result['kernels']:.3f} "
+            f"| {result['torch'] / result['kernels']:.2f}x |"
         )
         del x, y
 
-    print("\n2. overhead on (64, 10), microseconds per forward + backward (forward only)")
+    print("\n2. overhead on (64, 10), on the kernels, microseconds per forward + backward")
     x = torch.randn(64, 10, generator=generator).requires_grad_()
     y = torch.randint(0, 10, (64,), generator=generator)
     x_np, y_np = x.detach().numpy(), y.numpy()
@@ -113,8 +147,12 @@ def main(argv: list[str] | None = None) -> None:
     result = interleaved(
         {
             "kernel on NumPy (fastsoftmax.softmax_cross_entropy)": kernel_only,
-            "fastsoftmax.torch.cross_entropy": forward_backward(fst.cross_entropy, x, y),
-            "fastsoftmax.torch.cross_entropy, forward only": forward_only(fst.cross_entropy),
+            "fastsoftmax.torch.cross_entropy": forward_backward(
+                on_kernels(fst.cross_entropy), x, y
+            ),
+            "fastsoftmax.torch.cross_entropy, forward only": forward_only(
+                on_kernels(fst.cross_entropy)
+            ),
             "F.cross_entropy": forward_backward(F.cross_entropy, x, y),
             "F.cross_entropy, forward only": forward_only(F.cross_entropy),
         },
@@ -142,13 +180,17 @@ def main(argv: list[str] | None = None) -> None:
 
         return step
 
+    losses = {
+        "F.cross_entropy": F.cross_entropy,
+        "fastsoftmax.torch.cross_entropy": fst.cross_entropy,
+        "fastsoftmax.torch.cross_entropy on the kernels": on_kernels(fst.cross_entropy),
+    }
     result = interleaved(
-        {"torch": training_step(F.cross_entropy), "fastsoftmax": training_step(fst.cross_entropy)},
-        max(args.repeats, 201),
+        {name: training_step(loss) for name, loss in losses.items()}, max(args.repeats, 201)
     )
     print("| loss | ms per step |\n|---|---|")
-    print(f"| F.cross_entropy | {1e3 * result['torch']:.3f} |")
-    print(f"| fastsoftmax.torch.cross_entropy | {1e3 * result['fastsoftmax']:.3f} |")
+    for name, seconds in result.items():
+        print(f"| {name} | {1e3 * seconds:.3f} |")
 
 
 if __name__ == "__main__":

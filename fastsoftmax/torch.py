@@ -13,6 +13,9 @@ non-contiguous ``(N, C)`` tensor, or an ``(N, C, d1, ...)`` tensor in the defaul
 (channels-first) layout, where ``input.movedim(1, -1).reshape(-1, C)`` copies; a
 channels-last one is not copied.
 
+Small inputs go to PyTorch's own function too: below :data:`MIN_ELEMENTS` elements in
+``input`` its C++ path is faster than this module's Python autograd wrapper.
+
 Everything else goes to PyTorch's own function (``F.cross_entropy``, ``torch.softmax``,
 ``torch.log_softmax``) with the same arguments, so it computes or raises exactly as PyTorch
 does:
@@ -63,6 +66,11 @@ from torch import nn
 from fastsoftmax import _api
 
 __all__ = ["CrossEntropyLoss", "cross_entropy", "log_softmax", "softmax"]
+
+#: Inputs of fewer elements go to PyTorch's own function, which is faster there: the Python
+#: autograd wrapper and the NumPy front layer cost tens of microseconds a call (measured with
+#: ``benchmarks/torch_dropin.py``; see the README). 0 sends every call that it can to the kernels.
+MIN_ELEMENTS = 1 << 14
 
 _FLOATS = (torch.float32, torch.float64)
 _LABEL_DTYPES = (torch.int64, torch.uint8)
@@ -245,10 +253,8 @@ def cross_entropy(
     >>> logits = torch.tensor([[2.0, 0.0, 0.0], [0.0, 0.0, 0.0]], requires_grad=True)
     >>> target = torch.tensor([0, 1])
     >>> loss = fst.cross_entropy(logits, target)
-    >>> loss
-    tensor(0.6691, grad_fn=<_CrossEntropyBackward>)
-    >>> torch.nn.functional.cross_entropy(logits, target)
-    tensor(0.6691, grad_fn=<NllLossBackward0>)
+    >>> round(loss.item(), 4), round(torch.nn.functional.cross_entropy(logits, target).item(), 4)
+    (0.6691, 0.6691)
     >>> loss.backward()
     >>> logits.grad
     tensor([[-0.1065,  0.0533,  0.0533],
@@ -291,6 +297,8 @@ def _cross_entropy_supported(input, target, weight, size_average, reduce) -> boo
     if size_average is not None or reduce is not None:
         return False
     if not (_native(input) and input.dim() >= 1 and isinstance(target, torch.Tensor)):
+        return False
+    if input.numel() < MIN_ELEMENTS:
         return False
     if target.shape == input.shape:  # probabilities, PyTorch's test
         if not _native(target, (input.dtype,)) or target.requires_grad:
@@ -376,7 +384,7 @@ def _rowwise(
 ) -> torch.Tensor:
     if dtype is not None:
         input = input.to(dtype)
-    if dim is None or not _native(input) or input.dim() == 0:
+    if dim is None or not _native(input) or input.dim() == 0 or input.numel() < MIN_ELEMENTS:
         return fallback(input, dim)
     return _eager(_apply_or_pytorch)(function, fallback, input, dim)
 

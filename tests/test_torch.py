@@ -20,6 +20,12 @@ from fastsoftmax import _api  # noqa: E402
 FUSED = "_CrossEntropyBackward"  # the grad_fn of a fused call; a fallback has PyTorch's own
 
 
+@pytest.fixture(autouse=True)
+def kernels_at_every_size(monkeypatch):
+    """The tests' small inputs run on the kernels (by default PyTorch computes them itself)."""
+    monkeypatch.setattr(fst, "MIN_ELEMENTS", 0)
+
+
 def tensors_close(actual, expected, dtype=torch.float64):
     tolerance = 1e-12 if dtype == torch.float64 else 1e-5
     torch.testing.assert_close(actual, expected, rtol=tolerance, atol=tolerance, equal_nan=True)
@@ -413,6 +419,7 @@ def test_training_follows_torch():
 COMPILE_SCRIPT = textwrap.dedent(
     """
     import torch, torch.nn.functional as F, fastsoftmax.torch as fst
+    fst.MIN_ELEMENTS = 0  # this small input on the kernels too
     torch.manual_seed(0)
     model = torch.nn.Linear(6, 3).double()
     x = torch.randn(8, 6, dtype=torch.float64)
@@ -458,3 +465,16 @@ def test_torch_compile_runs_the_kernel_eagerly():
     assert result.returncode == 0, result.stderr[-2000:]
     # the loss comes from the fused kernel, run eagerly between compiled graphs
     assert result.stdout.split()[-1] == FUSED, result.stdout
+
+
+@pytest.mark.parametrize("name", ["cross_entropy", "softmax", "log_softmax"])
+def test_inputs_below_min_elements_go_to_torch(monkeypatch, name):
+    monkeypatch.setattr(fst, "MIN_ELEMENTS", 12)
+    function = getattr(fst, name)
+    second = torch.tensor([0, 1, 2]) if name == "cross_entropy" else 1
+    small = torch.randn(3, 3, requires_grad=True)
+    large = torch.randn(4, 3, requires_grad=True)  # 12 elements: the kernels
+    assert "Backward0" in function(small, second).grad_fn.name()  # PyTorch's own
+    if name == "cross_entropy":
+        second = torch.tensor([0, 1, 2, 0])
+    assert "Backward0" not in function(large, second).grad_fn.name()
