@@ -40,6 +40,19 @@ def _add_bench_arguments(parser: argparse.ArgumentParser) -> None:
         "--quick", action="store_true", help="small shapes, float32, 3 rounds (< 30 s)"
     )
     parser.add_argument(
+        "--interleaved",
+        action="store_true",
+        help="the interleaved scenario: each kernel between BLAS GEMMs and a PyTorch op, the "
+        "neighbour's time right after the kernel against after an idle gap or a copy "
+        "(default kernels all, shapes 4096x1000,64x10, float32, cython,numba, threads 1 and all)",
+    )
+    parser.add_argument(
+        "--neighbours",
+        type=_comma_list,
+        metavar="N,N",
+        help="with --interleaved: some of gemm_small, gemm_large, torch_mm (default all available)",
+    )
+    parser.add_argument(
         "--compare-peers",
         action="store_true",
         help="add SciPy, PyTorch and JAX where installed",
@@ -97,8 +110,21 @@ def _add_bench_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _run_bench(args: argparse.Namespace) -> int:
-    from fastsoftmax.benchmark import bench
+    from fastsoftmax.benchmark import bench, bench_interleaved
 
+    if args.interleaved:
+        bench_interleaved(
+            args.kernels,
+            args.shapes,
+            args.dtype,
+            implementations=args.impls,
+            threads=None if args.threads is None else [args.threads],
+            neighbour_names=args.neighbours,
+            rounds=args.rounds,
+            quick=args.quick,
+            json_path=args.json,
+        )
+        return 0
     bench(
         args.kernels,
         args.shapes,

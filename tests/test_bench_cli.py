@@ -172,3 +172,42 @@ def test_each_module_imports_alone_and_shadows_no_public_function(module):
     assert done.stdout.strip() == f"fastsoftmax.benchmark.{module}"
     importlib.import_module(f"fastsoftmax.benchmark.{module}")
     assert callable(benchmark.registry) and callable(benchmark.environment)
+
+
+def test_interleaved_scenario_reports_each_kernel_next_to_each_neighbour(tmp_path, capsys):
+    # Tiny shapes, one round, no idle gap: that it runs and what it reports, never how fast.
+    report = benchmark.bench_interleaved(
+        ["softmax", "sgd_update"], [(16, 5)], implementations=["numpy", "cython"],
+        threads=[1, 2], neighbour_names=["gemm_small"], rounds=1, gap=0.0, verbose=False,
+    )  # fmt: skip
+    cases = {(r["kernel"], tuple(r["shape"]), r["implementation"], r["n_threads"])
+             for r in report.results}  # fmt: skip
+    threaded = [2] if "cython" in backends.available_backends() else []
+    expected = {
+        (kernel, shape, name, n)
+        for kernel, shape in (("softmax", (16, 5)), ("sgd_update", (80,)))  # a size for SGD
+        for name, threads in (("numpy", [1]), ("cython", [1, *threaded]))
+        for n in threads
+        if name in backends.available_backends()
+    }
+    assert cases == expected
+    columns = {
+        "neighbour", "neighbour_after_kernel_s", "neighbour_idle_s", "neighbour_after_copy_s",
+        "ratio_vs_idle", "ratio_vs_copy", "kernel_interleaved_s", "kernel_alone_s", "kernel_ratio",
+    }  # fmt: skip
+    for row in report.results:
+        assert columns <= set(row) and row["neighbour"] == "gemm_small"
+        assert all(row[c] > 0 for c in columns - {"neighbour"})
+    text = str(report)
+    assert "softmax | float32 | 16x5   (interleaved)" in text
+    assert "after kernel" in text and "x copy" in text and "OpenMP runtimes loaded" in text
+
+    path = tmp_path / "interleaved.json"
+    argv = ["bench", "--interleaved", "--kernels", "log_softmax", "--shapes", "8x3",
+            "--impls", "numpy", "--neighbours", "gemm_small", "--rounds", "1",
+            "--json", str(path)]  # fmt: skip
+    assert main(argv) == 0
+    assert "log_softmax | float32 | 8x3   (interleaved)" in capsys.readouterr().out
+    saved = json.loads(path.read_text())
+    assert saved["settings"]["scenario"] == "interleaved"
+    assert [r["neighbour"] for r in saved["results"]] == ["gemm_small"]

@@ -12,7 +12,9 @@ pytest-benchmark suites in ``benchmarks/``. Its modules:
 * :mod:`~fastsoftmax.benchmark.machine`: the CPU, backends, threads and versions
   (:func:`environment`);
 * :mod:`~fastsoftmax.benchmark.peers`: SciPy, PyTorch and JAX, where installed;
-* :mod:`~fastsoftmax.benchmark.report`: the report as tables, JSON and a plot.
+* :mod:`~fastsoftmax.benchmark.report`: the report as tables, JSON and a plot;
+* :mod:`~fastsoftmax.benchmark.neighbours`: the interleaved scenario, what a kernel costs the
+  BLAS and PyTorch calls around it (:func:`bench_interleaved`).
 
 No module is named after a function of this package (``registry``, ``environment``): importing
 it would replace the function with the module.
@@ -62,6 +64,7 @@ from fastsoftmax.benchmark.machine import (
     environment,
     environment_report,
 )
+from fastsoftmax.benchmark.neighbours import InterleavedReport, bench_interleaved
 from fastsoftmax.benchmark.report import (
     SPEEDUP,
     SPEEDUP_PEER,
@@ -87,10 +90,12 @@ __all__ = [
     "REFERENCE",
     "SGD_STEP",
     "Implementation",
+    "InterleavedReport",
     "Report",
     "Runner",
     "Timing",
     "bench",
+    "bench_interleaved",
     "bytes_moved",
     "case_inputs",
     "clear_inputs",
