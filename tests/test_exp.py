@@ -23,8 +23,9 @@ from fastsoftmax import backends
 DTYPES = (np.float32, np.float64)
 
 # Documented maxima (ulp). Cython: 0.90 (float32) / 0.89 (float64) measured on x <= 0, 0.89 /
-# 0.88 over the whole range (worst of the three variants, 4-6 million points). Numba: 0.93 / 0.87 on x <= 0; near
-# overflow, 12.7 / 320 measured (see the module docstring), bounded here with a factor of ~1.5.
+# 0.88 over the whole range (worst of the three variants, 4-6 million points). Numba: 0.93 /
+# 0.87 on x <= 0; near overflow, 12.7 / 320 measured (see the module docstring), bounded here
+# with a factor of ~1.5.
 BOUND_KERNEL_DOMAIN = {"cython": 1.0, "numba": 1.0}
 BOUND_WHOLE_RANGE = {
     "cython": {np.float32: 1.0, np.float64: 1.0},
