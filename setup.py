@@ -9,9 +9,9 @@ is a Tempita template (as in scikit-learn): it is expanded first, into
 * ``_cython_kernels_x86_64_v4``: ``-march=x86-64-v4`` (AVX-512), x86-64 only.
 
 ``fastsoftmax.backends.cython_kernels`` imports the widest one this CPU runs. The wide variants
-matter because glibc's vector exp (libmvec) has 2-lane SSE2, 4-lane AVX2 and 8-lane AVX-512
-versions and the loops pick the one their target allows: about 2x between baseline and v3/v4
-(see the README, "Build variants"). Never ``-ffast-math`` (it sets flush-to-zero process-wide).
+matter because the loops, exp included (``src_cython/rowops.h``), vectorise to the widest
+vectors their target allows, with FMA: about 2x between baseline and v3/v4 (see the README,
+"Build variants"). Never ``-ffast-math`` (it sets flush-to-zero process-wide).
 
 Environment:
   FASTSOFTMAX_DEBUG=1   one module only, for memory-safety testing: Cython bounds, wraparound

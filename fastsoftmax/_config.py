@@ -87,8 +87,8 @@ def resolve_backend(backend: str | None = None) -> str:
     """The name of the backend a call with ``backend=backend`` runs on now.
 
     ``"auto"`` resolves to ``backends.auto_choice()``: the first of cython, numba, numpy built
-    on this machine, passing over a build that lacks what makes it fast (Cython without OpenMP
-    or the vector exp). Every call also logs the backend it ran on at DEBUG level on the
+    on this machine, passing over a build that lacks what makes it fast (Cython without
+    OpenMP). Every call also logs the backend it ran on at DEBUG level on the
     ``"fastsoftmax"`` logger.
 
     Examples

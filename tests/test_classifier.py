@@ -25,14 +25,9 @@ EXPECTED_FAILED_CHECKS = {
 # With float32 weights, log-probabilities near 0 are exact to float32's resolution (about
 # 1e-8 there) while check_classifiers_train compares them with log(predict_proba) to 1e-9; the
 # same check passes with dtype=float64.
-# check_methods_sample_order_invariance compares predict_proba on permuted rows to rtol 1e-7,
-# under float32's rounding step (1.2e-7 relative): the softmax of narrow rows takes its exps in
-# vector blocks (libmvec) with a scalar tail (libm), which differ by an ulp, so a row's float32
-# probabilities depend on its position to about 1.2e-7 (seen: 0.25626016 vs 0.25626019).
 EXPECTED_FAILED_CHECKS_FLOAT32 = {
     **EXPECTED_FAILED_CHECKS,
     "check_classifiers_train": "float32 log-probabilities resolve 1e-8, the check wants 1e-9",
-    "check_methods_sample_order_invariance": "a 1-ulp float32 exp difference by row position",
 }
 
 

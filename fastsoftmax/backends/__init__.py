@@ -79,8 +79,8 @@ BACKENDS: dict[str, Backend] = {
             serial_after_fork=False,
         ),
         # First in "auto": it beats the reference on every kernel and shape (`fastsoftmax info`)
-        # and, unlike Numba, needs no compilation on first use; unless built without OpenMP or
-        # the vector exp (see shortfalls), when it is about 5x slower than it should be.
+        # and, unlike Numba, needs no compilation on first use; unless built without OpenMP
+        # (see shortfalls), when it runs on one thread.
         Backend(
             "cython",
             "fastsoftmax.backends.cython_kernels",

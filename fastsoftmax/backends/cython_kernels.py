@@ -69,7 +69,7 @@ globals().update(
 
 
 def build_info() -> dict:
-    """The loaded variant, its compiler flags, OpenMP and libmvec (vector exp)."""
+    """The loaded variant, its compiler flags, OpenMP and the exp its loops use."""
     return {"variant": variant, **_kernels.build_info()}
 
 
@@ -86,10 +86,5 @@ def shortfalls() -> list[str]:
         found.append(
             "built without OpenMP, so it runs on one thread: reinstall with a compiler that has "
             "OpenMP (GCC, or clang with libomp)"
-        )
-    if not built["libmvec"]:
-        found.append(
-            "built without glibc's vector exp (libmvec), so exp runs one value at a time "
-            "(several times slower): build with GCC on x86-64 Linux"
         )
     return found
