@@ -15,6 +15,7 @@ import warnings
 import numpy as np
 import pytest
 from sklearn import datasets
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold, cross_val_score
 
@@ -47,5 +48,10 @@ def test_defaults_match_logistic_regression_in_cross_validation(data_set):
 
 def test_defaults_choose_lbfgs_with_logistic_regressions_penalty(data_set):
     name, X, y = data_set
-    model = SoftmaxRegression().fit(X, y)
+    with warnings.catch_warnings():
+        # Unscaled wine is ill-conditioned: in float32 L-BFGS stops near max_iter, before or
+        # after it by ulp-level chance (689 iterations with libmvec's exp, 1000 with ours, at a
+        # lower loss). This test is about the solver chosen, not about convergence.
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        model = SoftmaxRegression().fit(X, y)
     assert model.solver_ == "lbfgs" and model.l2_ == 1 / len(X), name
