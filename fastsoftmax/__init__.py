@@ -16,13 +16,7 @@ from fastsoftmax._api import (
     softmax_backward,
     softmax_cross_entropy,
 )
-from fastsoftmax._config import (
-    get_backend,
-    resolve_backend,
-    set_backend,
-    set_thread_release,
-    use_backend,
-)
+from fastsoftmax._config import get_backend, resolve_backend, set_backend, use_backend
 from fastsoftmax._linear import linear_softmax_cross_entropy
 from fastsoftmax._warmup import warmup
 from fastsoftmax.backends import available_backends
@@ -60,7 +54,6 @@ __all__ = [
     "logsumexp",
     "resolve_backend",
     "set_backend",
-    "set_thread_release",
     "sgd_update",
     "softmax",
     "softmax_backward",

@@ -135,47 +135,9 @@ def kernel_module(kernel: str, backend: str | None, work: int, n_threads: int | 
         threads = 1  # no parallel region: the child's OpenMP thread pool is unusable
     elif spec.pool_at_first_call or (threads > 1 and spec.threaded):
         _openmp_started = True
-    if threads > 1 and name not in _release_set:
-        _release_set.add(name)
-        getattr(module, "set_release_min_work", lambda work: None)(_release_min_work)
     if _log.isEnabledFor(logging.DEBUG):
         _log.debug("%s runs on backend %r with %d thread(s)", kernel, name, threads)
     return module, threads
-
-
-RELEASE_MIN_WORK = 4_000_000
-"""Parallel calls of at least this many elements let their OpenMP workers go when they end.
-
-GNU OpenMP keeps a parallel region's workers spinning for milliseconds afterwards, on a core
-the next library's threads (an OpenBLAS GEMM) want: a small GEMM right after a 2-thread softmax
-of 4096 x 1000 took 26 times as long as after a copy. Letting them go costs about 35 us per
-call (new workers start at the next call): 2% of that softmax, too much on smaller calls."""
-
-_release_min_work = RELEASE_MIN_WORK
-_release_set: set[str] = set()  # backends told the current setting
-
-
-def set_thread_release(min_work: int | None = RELEASE_MIN_WORK) -> None:
-    """Let a parallel kernel's idle OpenMP workers go after calls of at least ``min_work``
-    elements (``None``: never; ``0``: after every parallel call).
-
-    They would otherwise spin for milliseconds, on cores that BLAS or PyTorch calls made right
-    after want (README, "Threads and neighbours"). Letting them go costs a parallel call about
-    35 us; the default, :data:`RELEASE_MIN_WORK`, pays it only where that is about 2%.
-
-    Examples
-    --------
-    >>> import fastsoftmax
-    >>> fastsoftmax.set_thread_release(0)  # every parallel call: best for its neighbours
-    >>> fastsoftmax.set_thread_release()  # back to the default
-    """
-    global _release_min_work
-    if min_work is not None and (isinstance(min_work, bool) or not isinstance(min_work, int)):
-        raise TypeError(f"min_work must be an int or None, got {type(min_work).__name__}")
-    if min_work is not None and min_work < 0:
-        raise ValueError(f"min_work must be at least 0, got {min_work}")
-    _release_min_work = (1 << 62) if min_work is None else min_work
-    _release_set.clear()
 
 
 PARALLEL_MIN_WORK = 1 << 15

@@ -196,18 +196,6 @@ static inline int fs_openmp_enabled(void) {
 #endif
 }
 
-/* Let this thread's idle OpenMP workers go now instead of spinning (GNU OpenMP spins for
-   milliseconds after a parallel region, taking a core from the next library's threads):
-   OpenMP 5.0's omp_pause_resource_all, in libgomp since GCC 9 and in LLVM's libomp. The next
-   parallel region starts new workers. Returns 0 when done, -1 when not available. */
-static inline int fs_release_threads(void) {
-#if defined(_OPENMP) && (_OPENMP >= 201811 || (defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 9))
-    return omp_pause_resource_all(omp_pause_soft);
-#else
-    return -1;
-#endif
-}
-
 static inline int fs_max_threads(void) {
 #ifdef _OPENMP
     return omp_get_max_threads();

@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import math
 import os
-from functools import partial
 
 import numba
 import numpy as np
@@ -343,54 +342,19 @@ def {name}({parameters}, n_threads):
 """
 
 
-_release_min_work = 1 << 62
-_release = None
-
-
-def set_release_min_work(work: int) -> None:
-    """Parallel calls of at least ``work`` elements let the OpenMP workers go afterwards."""
-    global _release_min_work
-    _release_min_work = work
-
-
-def _release_threads() -> None:
-    """``omp_pause_resource_all`` of the OpenMP runtime Numba's omp layer is linked with (with
-    PyTorch imported first, not the one the Cython backend uses); nothing on other layers."""
-    global _release
-    if _release is None:
-        _release = lambda: None  # noqa: E731
-        if numba.threading_layer() == "omp":
-            import ctypes
-
-            from numba.np.ufunc import omppool
-
-            try:
-                pause = ctypes.CDLL(omppool.__file__).omp_pause_resource_all
-            except (OSError, AttributeError):
-                pass
-            else:
-                pause.argtypes = [ctypes.c_int]
-                _release = partial(pause, 1)  # omp_pause_soft
-    _release()
-
-
 def _on_threads(n_threads, compiled, *args):
     """``compiled(*args, n_threads)`` with Numba's pool set to ``n_threads`` threads (the
     caller's setting is restored). Set here rather than in the compiled code: Numba cannot cache
     a function that reads or sets the thread count. Threads then take one run each of a
     ``prange`` over at most ``n_threads`` runs, and one run takes none from the pool."""
-    if n_threads == 1:
+    caller_threads = n_threads if n_threads == 1 else numba.get_num_threads()
+    if caller_threads == n_threads:
         return compiled(*args, n_threads)
-    caller_threads = numba.get_num_threads()
-    if caller_threads != n_threads:
-        numba.set_num_threads(n_threads)
+    numba.set_num_threads(n_threads)
     try:
         return compiled(*args, n_threads)
     finally:
-        if caller_threads != n_threads:
-            numba.set_num_threads(caller_threads)
-        if args[0].size >= _release_min_work:  # after a parallel region: let its workers go
-            _release_threads()
+        numba.set_num_threads(caller_threads)
 
 
 class _Parts:
