@@ -13,8 +13,9 @@ non-contiguous ``(N, C)`` tensor, or an ``(N, C, d1, ...)`` tensor in the defaul
 (channels-first) layout, where ``input.movedim(1, -1).reshape(-1, C)`` copies; a
 channels-last one is not copied.
 
-Small inputs go to PyTorch's own function too: below :data:`MIN_ELEMENTS` elements in
-``input`` its C++ path is faster than this module's Python autograd wrapper.
+Small inputs go to PyTorch's own function too: with fewer than :data:`MIN_ELEMENTS` elements
+and fewer than :data:`MIN_ROWS` rows (softmax rows: all elements but the class or ``dim``
+dimension) its C++ path is faster than this module's Python autograd wrapper.
 
 Everything else goes to PyTorch's own function (``F.cross_entropy``, ``torch.softmax``,
 ``torch.log_softmax``) with the same arguments, so it computes or raises exactly as PyTorch
@@ -67,10 +68,13 @@ from fastsoftmax import _api
 
 __all__ = ["CrossEntropyLoss", "cross_entropy", "log_softmax", "softmax"]
 
-#: Inputs of fewer elements go to PyTorch's own function, which is faster there: the Python
-#: autograd wrapper and the NumPy front layer cost tens of microseconds a call (measured with
-#: ``benchmarks/torch_dropin.py``; see the README). 0 sends every call that it can to the kernels.
-MIN_ELEMENTS = 1 << 14
+#: Inputs with fewer elements than this and fewer rows than :data:`MIN_ROWS` go to PyTorch's
+#: own function, which is faster there: the Python autograd wrapper and the NumPy front layer
+#: cost about 100 us a forward + backward, and PyTorch's cost grows with the rows more than with
+#: their length (``benchmarks/torch_dropin.py``, README). 0 sends every call it can to the kernels.
+MIN_ELEMENTS = 1 << 18
+#: See :data:`MIN_ELEMENTS`.
+MIN_ROWS = 2048
 
 _FLOATS = (torch.float32, torch.float64)
 _LABEL_DTYPES = (torch.int64, torch.uint8)
@@ -88,6 +92,12 @@ def _native(tensor: Any, dtypes: tuple = _FLOATS) -> bool:
         and tensor.dtype in dtypes
         and not tensor.is_neg()
     )
+
+
+def _large_enough(input: torch.Tensor, class_dim: int) -> bool:
+    """Whether ``input`` is worth the kernels' fixed cost (:data:`MIN_ELEMENTS`)."""
+    size = input.numel()
+    return size >= MIN_ELEMENTS or size >= MIN_ROWS * input.shape[class_dim]
 
 
 def _numpy(tensor: torch.Tensor) -> np.ndarray:
@@ -298,7 +308,7 @@ def _cross_entropy_supported(input, target, weight, size_average, reduce) -> boo
         return False
     if not (_native(input) and input.dim() >= 1 and isinstance(target, torch.Tensor)):
         return False
-    if input.numel() < MIN_ELEMENTS:
+    if not _large_enough(input, 1 if input.dim() > 1 else 0):
         return False
     if target.shape == input.shape:  # probabilities, PyTorch's test
         if not _native(target, (input.dtype,)) or target.requires_grad:
@@ -384,7 +394,11 @@ def _rowwise(
 ) -> torch.Tensor:
     if dtype is not None:
         input = input.to(dtype)
-    if dim is None or not _native(input) or input.dim() == 0 or input.numel() < MIN_ELEMENTS:
+    if dim is None or not _native(input) or input.dim() == 0:
+        return fallback(input, dim)
+    if not (isinstance(dim, int) and -input.dim() <= dim < input.dim()):
+        return fallback(input, dim)  # PyTorch's own error, or a named dimension
+    if not _large_enough(input, dim):
         return fallback(input, dim)
     return _eager(_apply_or_pytorch)(function, fallback, input, dim)
 

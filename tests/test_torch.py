@@ -468,13 +468,13 @@ def test_torch_compile_runs_the_kernel_eagerly():
 
 
 @pytest.mark.parametrize("name", ["cross_entropy", "softmax", "log_softmax"])
-def test_inputs_below_min_elements_go_to_torch(monkeypatch, name):
+def test_small_inputs_go_to_torch(monkeypatch, name):
     monkeypatch.setattr(fst, "MIN_ELEMENTS", 12)
+    monkeypatch.setattr(fst, "MIN_ROWS", 5)
     function = getattr(fst, name)
-    second = torch.tensor([0, 1, 2]) if name == "cross_entropy" else 1
-    small = torch.randn(3, 3, requires_grad=True)
-    large = torch.randn(4, 3, requires_grad=True)  # 12 elements: the kernels
-    assert "Backward0" in function(small, second).grad_fn.name()  # PyTorch's own
-    if name == "cross_entropy":
-        second = torch.tensor([0, 1, 2, 0])
-    assert "Backward0" not in function(large, second).grad_fn.name()
+    labels = {3: torch.tensor([0, 1, 2]), 4: torch.tensor([0, 1, 2, 0]), 5: torch.zeros(5).long()}
+    for rows, classes, kernels in [(3, 3, False), (4, 3, True), (5, 2, True), (4, 2, False)]:
+        x = torch.randn(rows, classes, requires_grad=True)
+        second = labels[rows] % classes if name == "cross_entropy" else 1
+        fused = "Backward0" not in function(x, second).grad_fn.name()  # not PyTorch's own
+        assert fused == kernels, (rows, classes)
