@@ -4,8 +4,9 @@
   one dict per timed row (the JSON keys); ``print(report)`` shows the header and one table per
   kernel x dtype x shape.
 * GB/s counts the input read once and the output written once; "ceiling" is that rate over the
-  memory copy ceiling; "vs <reference>" and "vs <peer>" are the time of the reference backend
-  and of the compared peer, in the same mode (or allocating), over the row's time.
+  memory copy ceiling (over the read-only ceiling for logsumexp, which writes one value a row);
+  "vs <reference>" and "vs <peer>" are the time of the reference backend and of the compared
+  peer, in the same mode (or allocating), over the row's time.
 * :func:`format_table` is the quick comparison of ``fastsoftmax info``.
 """
 
@@ -153,6 +154,9 @@ class Report:
             f"{ceiling['gbps']:.1f} GB/s (1 thread {ceiling['gbps_1_thread']:.1f}, "
             f"{ceiling['threads']} threads {ceiling['gbps_n_threads']:.1f}); in-place updates "
             f"({in_place}) write back lines they have just read and can pass it",
+            f'read-only ceiling (logsumexp\'s "ceiling" column): np.max of the same array '
+            f"{ceiling['read_gbps']:.1f} GB/s (1 thread {ceiling['read_gbps_1_thread']:.1f}, "
+            f"{ceiling['threads']} threads {ceiling['read_gbps_n_threads']:.1f})",
             f"timing: {settings['rounds']} interleaved rounds, samples >= "
             f"{settings['min_time'] * 1e3:g} ms; median, IQR in % of the median; GB/s = input "
             f"read once + output written once; vs {REFERENCE} / vs {peers.COMPARED} = time of "
