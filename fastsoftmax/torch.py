@@ -95,7 +95,8 @@ def _native(tensor: Any, dtypes: tuple = _FLOATS) -> bool:
 
 
 def _large_enough(input: torch.Tensor, class_dim: int) -> bool:
-    """Whether ``input`` is worth the kernels' fixed cost (:data:`MIN_ELEMENTS`)."""
+    """Whether ``input`` is worth the kernels' fixed cost (:data:`MIN_ELEMENTS`,
+    :data:`MIN_ROWS`)."""
     size = input.numel()
     return size >= MIN_ELEMENTS or size >= MIN_ROWS * input.shape[class_dim]
 
